@@ -1,0 +1,1 @@
+"""Everything that runs on Ray: provider pools, session actors, the directory, the ingress."""

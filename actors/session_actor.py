@@ -1,0 +1,67 @@
+"""``SessionActor``: one live session's history and state, recycled through a warm pool."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from relay.request import ChatRequest
+from relay.session import Session
+from relay.store import SQLiteStore, open_store
+
+from .provider_pool import pool_name
+
+__all__ = ["SessionActor", "SessionMoved"]
+
+
+class SessionMoved(Exception):
+    """The actor no longer hosts this session (it was passivated); activate it again."""
+
+
+@ray.remote(num_cpus=0)
+class SessionActor:
+    def __init__(self, store_url: str) -> None:
+        self.store: SQLiteStore = open_store(store_url)
+        self.session: Session | None = None
+        self.handles: dict[tuple[str, str], DeploymentHandle] = {}
+
+    def activate(self, session_id: str, user_id: str) -> None:
+        self.store.interrupt_running(session_id)
+        self.session = Session(self.store, session_id, user_id)
+
+    async def chat(self, session_id: str, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        session = self.session
+        if session is None or session.session_id != session_id:
+            raise SessionMoved(session_id)
+        async for batch in session.chat(request, self._open_stream):
+            yield batch
+
+    async def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        key = (request.pool_app or "relay", pool_name(request.provider))
+        if key not in self.handles:
+            # One handle per process, kept across recycles: its router warms up once.
+            self.handles[key] = serve.get_deployment_handle(key[1], app_name=key[0])
+        response = self.handles[key].stream.options(stream=True).remote(request)
+        try:
+            async for batch in response:
+                yield batch
+        finally:
+            response.cancel()
+
+    def passivate(self, min_idle_s: float) -> bool:
+        """Drop the session if no turn runs or waits and it was idle long enough; it is all stored."""
+        session = self.session
+        if session is None:
+            return True
+        if session.busy or time.monotonic() - session.last_active < min_idle_s:
+            return False
+        self.session = None
+        return True
+
+    def hosted(self) -> str | None:
+        return self.session.session_id if self.session else None

@@ -1,0 +1,39 @@
+"""What the HTTP app needs from the runtime: the seam between Starlette and Ray.
+
+``actors.ingress.RayBackend`` implements it on a cluster; ``relay.local.LocalBackend``
+implements it in-process, so the HTTP surface is testable without Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .config import ProviderConfig
+from .request import ChatRequest
+
+__all__ = ["Backend", "Turn"]
+
+
+@dataclass(slots=True)
+class Turn:
+    session_id: str
+    batches: AsyncIterator[list[dict[str, Any]]]
+    close: Callable[[], Awaitable[None]]
+
+
+class Backend(Protocol):
+    async def providers(self, refresh: bool = False) -> list[ProviderConfig]: ...
+
+    async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn: ...
+
+    async def messages(
+        self, session_id: str, user_id: str, *, limit: int | None, before: int | None
+    ) -> list[dict[str, Any]]: ...
+
+    async def runs(self, session_id: str, user_id: str) -> list[dict[str, Any]]: ...
+
+    async def register_provider(self, config: ProviderConfig) -> None: ...
+
+    async def stats(self) -> dict[str, Any]: ...

@@ -1,0 +1,190 @@
+"""``relay``: serve, chat and status from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+
+__all__ = ["main", "is_loopback", "load_serve_config"]
+
+log = logging.getLogger("relay")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_serve_config(path: Path, *, host: str | None, port: int | None, data_dir: Path) -> dict[str, Any]:
+    """The Serve config file with the command line's overrides; SQLite paths made absolute."""
+    config = yaml.safe_load(path.read_text())
+    http = config.setdefault("http_options", {})
+    if host is not None:
+        http["host"] = host
+    if port is not None:
+        http["port"] = port
+    http.setdefault("host", "127.0.0.1")
+    http.setdefault("port", 8000)
+    for application in config.get("applications", []):
+        args = application.setdefault("args", {})
+        url = args.get("store_url", "sqlite:///relay.db")
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not Path(url[len(prefix) :]).is_absolute():
+            args["store_url"] = prefix + str((data_dir / url[len(prefix) :]).resolve())
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        log.error("config file %s not found", config_path)
+        return 2
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = load_serve_config(config_path, host=args.host, port=args.port, data_dir=data_dir)
+    host, port = config["http_options"]["host"], config["http_options"]["port"]
+    if not is_loopback(host):
+        log.error(
+            "refusing to bind %s: auth is not configured. Bind to 127.0.0.1, or configure API keys "
+            "before exposing Relay on a network.",
+            host,
+        )
+        return 2
+
+    import ray
+    from ray import serve
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    ray.init(namespace="serve", include_dashboard=False, logging_level=logging.WARNING)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        # The same path `serve run config/serve.yaml` takes: a declarative deploy.
+        client = serve_api.serve_start(http_options=schema.http_options.model_dump())
+        client.deploy_apps(schema, _blocking=False)
+        names = [a.name for a in schema.applications]
+        while not stop.is_set():
+            statuses = serve.status().applications
+            states = {n: statuses[n].status.value if n in statuses else "NOT_STARTED" for n in names}
+            if all(s == "RUNNING" for s in states.values()):
+                break
+            failed = [n for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
+            if failed:
+                log.error("deploy failed: %s", statuses[failed[0]].message)
+                return 1
+            time.sleep(0.5)
+        if stop.is_set():
+            return 0
+        stats = httpx.get(f"http://{host}:{port}/api/stats", timeout=30).json()
+        providers = ", ".join(
+            f"{p['provider_id']} ({p['provider_type']}, {p['replicas']} replica)" for p in stats["providers"]
+        )
+        log.info("Relay is listening on http://%s:%d", host, port)
+        log.info("providers up: %s", providers)
+        log.info("store: %s", schema.applications[0].args.get("store_url"))
+        log.info("press Ctrl-C to stop")
+        stop.wait()
+        log.info("shutting down")
+        return 0
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        stats = httpx.get(f"{args.url}/api/stats", timeout=10).raise_for_status().json()
+    except httpx.HTTPError as exc:
+        print(f"relay status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    sessions = stats["sessions"]
+    print(
+        f"sessions: {sessions['live']} live (cap {sessions.get('live_cap', '-')}), "
+        f"{sessions.get('passivated', 0)} passivated, {sessions['pooled']} pooled actors"
+    )
+    print(f"{'provider':<20} {'type':<18} {'replicas':>8}  status")
+    for pool in stats["providers"]:
+        print(f"{pool['provider_id']:<20} {pool['provider_type']:<18} {pool['replicas']:>8}  {pool.get('status', '')}")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    session_id = args.session
+    print("relay chat: type a message, Ctrl-D to quit.", file=sys.stderr)
+    with httpx.Client(base_url=args.url, timeout=None) as client:
+        while True:
+            try:
+                text = input("you> ")
+            except (EOFError, KeyboardInterrupt):
+                print(file=sys.stderr)
+                return 0
+            if not text.strip():
+                continue
+            body = {
+                "messages": [{"role": "user", "content": text}],
+                "provider_id": args.provider,
+                "stream_format": "ndjson",
+                "session_id": session_id,
+            }
+            with client.stream("POST", "/api/streaming/chat", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    print(f"error {response.status_code}: {response.json()['error']['message']}", file=sys.stderr)
+                    continue
+                session_id = response.headers.get("x-session-id", session_id)
+                sys.stdout.write("assistant> ")
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    event = orjson.loads(line)
+                    if event["type"] == "text-delta":
+                        sys.stdout.write(event["content"])
+                        sys.stdout.flush()
+                    elif event["type"] == "error":
+                        sys.stdout.write(f"\n[error: {event['message']}]")
+                sys.stdout.write("\n")
+            print(f"(session {session_id})", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="relay", description="Relay: a Ray-native runtime for LLM chat")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start a local Ray cluster and serve Relay")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--config", default="config/serve.yaml", help="Serve config file")
+    serve.add_argument("--data-dir", default=os.environ.get("RELAY_DATA_DIR", ".relay"), help="where SQLite lives")
+    chat = commands.add_parser("chat", help="a streaming terminal chat that keeps its session")
+    chat.add_argument("--provider", default=None)
+    chat.add_argument("--session", default=None)
+    chat.add_argument("--url", default=DEFAULT_URL)
+    status = commands.add_parser("status", help="live sessions, pools and replicas")
+    status.add_argument("--url", default=DEFAULT_URL)
+    args = parser.parse_args(argv)
+    handler = {"serve": _serve, "chat": _chat, "status": _status}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

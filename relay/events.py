@@ -1,0 +1,170 @@
+"""The normalized event union: the spine that adapters produce and encoders consume.
+
+On the hot path an event is a plain ``dict`` (cheap to pickle across Ray hops);
+the Pydantic models below are its schema, used at the boundaries and in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "Event",
+    "EVENT_ADAPTER",
+    "FINISH_REASONS",
+    "TERMINAL_TYPES",
+    "TextDelta",
+    "ReasoningDelta",
+    "ToolCallStart",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "UsageEvent",
+    "StatusEvent",
+    "WarningEvent",
+    "ErrorEvent",
+    "FinishEvent",
+    "text_delta",
+    "reasoning_delta",
+    "usage",
+    "status",
+    "error_event",
+    "finish",
+]
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error", "cancelled"]
+FINISH_REASONS: tuple[str, ...] = ("stop", "length", "tool_calls", "content_filter", "error", "cancelled")
+# Events that must never wait behind a coalescing window.
+TERMINAL_TYPES = frozenset({"finish", "error"})
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int | None = None
+    provider: str | None = None
+
+
+class TextDelta(_Event):
+    type: Literal["text-delta"] = "text-delta"
+    content: str
+
+
+class ReasoningDelta(_Event):
+    type: Literal["reasoning-delta"] = "reasoning-delta"
+    content: str
+
+
+class ToolCallStart(_Event):
+    type: Literal["tool-call-start"] = "tool-call-start"
+    index: int
+    tool_call_id: str
+    name: str
+
+
+class ToolCallDelta(_Event):
+    type: Literal["tool-call-delta"] = "tool-call-delta"
+    index: int
+    arguments_delta: str
+
+
+class ToolCallEnd(_Event):
+    type: Literal["tool-call-end"] = "tool-call-end"
+    index: int
+    tool_call_id: str
+    name: str
+    arguments: str
+
+
+class UsageEvent(_Event):
+    type: Literal["usage"] = "usage"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class StatusEvent(_Event):
+    type: Literal["status"] = "status"
+    status: Literal["queued", "running", "retrying", "fallback", "summarizing"]
+    message: str | None = None
+
+
+class WarningEvent(_Event):
+    type: Literal["warning"] = "warning"
+    message: str
+    code: str | None = None
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    error_type: str
+    message: str
+    retryable: bool = False
+    status_code: int = 500
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttft_ms: float | None = None
+    total_ms: float
+    tokens_per_s: float | None = None
+    model: str | None = None
+
+
+class FinishEvent(_Event):
+    type: Literal["finish"] = "finish"
+    reason: FinishReason
+    run_id: str | None = None
+    session_id: str | None = None
+    metrics: Metrics | None = None
+
+
+Event = Annotated[
+    TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | UsageEvent
+    | StatusEvent
+    | WarningEvent
+    | ErrorEvent
+    | FinishEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def text_delta(content: str) -> dict[str, Any]:
+    return {"type": "text-delta", "content": content}
+
+
+def reasoning_delta(content: str) -> dict[str, Any]:
+    return {"type": "reasoning-delta", "content": content}
+
+
+def usage(input_tokens: int = 0, output_tokens: int = 0, **extra: int) -> dict[str, Any]:
+    return {"type": "usage", "input_tokens": input_tokens, "output_tokens": output_tokens, **extra}
+
+
+def status(value: str, message: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "status", "status": value}
+    if message:
+        event["message"] = message
+    return event
+
+
+def error_event(error_type: str, message: str, *, retryable: bool = False, status_code: int = 500) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error_type": error_type,
+        "message": message,
+        "retryable": retryable,
+        "status_code": status_code,
+    }
+
+
+def finish(reason: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "finish", "reason": reason, **fields}

@@ -1,0 +1,67 @@
+"""Folds an event stream into the finished reply: what non-streaming clients and the store see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Reply"]
+
+
+@dataclass(slots=True)
+class Reply:
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None
+    error: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "text-delta":
+            self.text.append(event["content"])
+        elif kind == "reasoning-delta":
+            self.reasoning.append(event["content"])
+        elif kind == "tool-call-start":
+            self.tool_calls[event["index"]] = {
+                "id": event["tool_call_id"],
+                "type": "function",
+                "function": {"name": event["name"], "arguments": ""},
+            }
+        elif kind == "tool-call-delta":
+            self.tool_calls[event["index"]]["function"]["arguments"] += event["arguments_delta"]
+        elif kind == "tool-call-end":
+            self.tool_calls[event["index"]]["function"]["arguments"] = event["arguments"]
+        elif kind == "usage":
+            for key, value in event.items():
+                if key.endswith("_tokens"):
+                    self.usage[key] = value
+        elif kind == "warning":
+            self.warnings.append(event["message"])
+        elif kind == "error":
+            self.error = {key: event[key] for key in ("error_type", "message", "status_code") if key in event}
+        elif kind == "finish":
+            self.finish_reason = event["reason"]
+
+    def extend(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.add(event)
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text)
+
+    @property
+    def reasoning_content(self) -> str:
+        return "".join(self.reasoning)
+
+    def tool_call_list(self) -> list[dict[str, Any]]:
+        return [self.tool_calls[index] for index in sorted(self.tool_calls)]
+
+    def assistant_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_call_list()
+        return message

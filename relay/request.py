@@ -1,0 +1,39 @@
+"""The normalized request that travels from the ingress to a provider replica."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = ["ChatRequest", "last_user_text"]
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """One turn. ``messages`` are OpenAI-shaped dicts, Relay's internal lingua franca."""
+
+    provider: str
+    messages: list[dict[str, Any]]
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    user: str | None = None
+    # Streams the caller's process is carrying; producers widen their window with it.
+    load_hint: int = 1
+    # The Serve application that hosts the provider's pool (set by the Ray ingress).
+    pool_app: str | None = None
+
+    def with_messages(self, messages: list[dict[str, Any]]) -> ChatRequest:
+        return replace(self, messages=messages)
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return ""
