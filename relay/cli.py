@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,38 +69,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     import ray
     from ray import serve
-    from ray.serve._private import api as serve_api
-    from ray.serve.schema import ServeDeploySchema
 
-    schema = ServeDeploySchema.model_validate(config)
+    from actors.deploy import DeployFailed, deploy_config
+
     ray.init(namespace="serve", include_dashboard=False, logging_level=logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        # The same path `serve run config/serve.yaml` takes: a declarative deploy.
-        client = serve_api.serve_start(http_options=schema.http_options.model_dump())
-        client.deploy_apps(schema, _blocking=False)
-        names = [a.name for a in schema.applications]
-        while not stop.is_set():
-            statuses = serve.status().applications
-            states = {n: statuses[n].status.value if n in statuses else "NOT_STARTED" for n in names}
-            if all(s == "RUNNING" for s in states.values()):
-                break
-            failed = [n for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
-            if failed:
-                log.error("deploy failed: %s", statuses[failed[0]].message)
-                return 1
-            time.sleep(0.5)
-        if stop.is_set():
-            return 0
+        try:
+            deploy_config(config)
+        except DeployFailed as exc:
+            log.error("deploy failed: %s", exc)
+            return 1
         stats = httpx.get(f"http://{host}:{port}/api/stats", timeout=30).json()
         providers = ", ".join(
             f"{p['provider_id']} ({p['provider_type']}, {p['replicas']} replica)" for p in stats["providers"]
         )
         log.info("Relay is listening on http://%s:%d", host, port)
         log.info("providers up: %s", providers)
-        log.info("store: %s", schema.applications[0].args.get("store_url"))
+        log.info("store: %s", config["applications"][0]["args"].get("store_url"))
         log.info("press Ctrl-C to stop")
         stop.wait()
         log.info("shutting down")

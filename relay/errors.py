@@ -59,13 +59,16 @@ class RelayError(Exception):
         return {"error": {"type": self.error_type, "message": self.message, "param": self.param, "code": self.code}}
 
     def to_event(self) -> dict[str, Any]:
-        return {
+        event = {
             "type": "error",
             "error_type": self.error_type,
             "message": self.message,
             "retryable": self.retryable,
             "status_code": self.status_code,
         }
+        if self.retry_after is not None:
+            event["retry_after"] = self.retry_after
+        return event
 
 
 def _rebuild(
@@ -146,7 +149,7 @@ _BY_TYPE: dict[str, type[RelayError]] = {
 def from_event(event: dict[str, Any]) -> RelayError:
     """Rebuild the exception an ``error`` event stands for (for non-streaming replies)."""
     cls = _BY_TYPE.get(event.get("error_type", ""), RelayError)
-    return cls(event.get("message", "error"))
+    return cls(event.get("message", "error"), retry_after=event.get("retry_after"))
 
 
 def as_relay_error(exc: BaseException) -> RelayError:

@@ -103,6 +103,7 @@ class ErrorEvent(_Event):
     message: str
     retryable: bool = False
     status_code: int = 500
+    retry_after: float | None = None
 
 
 class Metrics(BaseModel):

@@ -41,7 +41,9 @@ class Reply:
         elif kind == "warning":
             self.warnings.append(event["message"])
         elif kind == "error":
-            self.error = {key: event[key] for key in ("error_type", "message", "status_code") if key in event}
+            self.error = {
+                key: event[key] for key in ("error_type", "message", "status_code", "retry_after") if key in event
+            }
         elif kind == "finish":
             self.finish_reason = event["reason"]
 

@@ -14,8 +14,13 @@ TOOL_EVENTS = [
     {"type": "tool-call-start", "index": 0, "tool_call_id": "call_1", "name": "get_weather"},
     {"type": "tool-call-delta", "index": 0, "arguments_delta": '{"city":'},
     {"type": "tool-call-delta", "index": 0, "arguments_delta": ' "Paris"}'},
-    {"type": "tool-call-end", "index": 0, "tool_call_id": "call_1", "name": "get_weather",
-     "arguments": '{"city": "Paris"}'},
+    {
+        "type": "tool-call-end",
+        "index": 0,
+        "tool_call_id": "call_1",
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    },
 ]
 
 
@@ -47,15 +52,17 @@ def _sdk_stream(body: bytes) -> list[openai.types.chat.ChatCompletionChunk]:
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
-    client = openai.OpenAI(api_key="k", base_url="http://relay.test/v1",
-                           http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    client = openai.OpenAI(
+        api_key="k", base_url="http://relay.test/v1", http_client=httpx2.Client(transport=httpx2.MockTransport(handler))
+    )
     return list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
 
 
 def test_openai_chunks_parse_in_the_official_sdk_with_tools_and_usage() -> None:
     encoder = OpenAIChunkEncoder("echo", include_usage=True)
     body = encoder.encode([text_delta("Hel"), text_delta("lo")]) + encoder.encode(
-        [*TOOL_EVENTS, usage(5, 7), finish("tool_calls")])
+        [*TOOL_EVENTS, usage(5, 7), finish("tool_calls")]
+    )
     chunks = _sdk_stream(body)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"

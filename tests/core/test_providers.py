@@ -68,8 +68,16 @@ def test_unsupported_feature_names_the_provider_and_feature() -> None:
 @pytest.fixture
 def openai_adapter(fake_openai: tuple[FakeOpenAI, str]) -> Any:
     _, base_url = fake_openai
-    return create_adapter(ProviderConfig(provider_id="up", provider_type="openai_compatible", model="fake",
-                                         base_url=base_url, api_key_env="FAKE_KEY_UNSET", max_retries=0))
+    return create_adapter(
+        ProviderConfig(
+            provider_id="up",
+            provider_type="openai_compatible",
+            model="fake",
+            base_url=base_url,
+            api_key_env="FAKE_KEY_UNSET",
+            max_retries=0,
+        )
+    )
 
 
 async def test_openai_adapter_streams_text_and_usage(openai_adapter: Any, fake_openai: Any) -> None:
@@ -108,8 +116,16 @@ async def test_openai_adapter_maps_upstream_errors(openai_adapter: Any) -> None:
 
 
 async def test_openai_adapter_never_puts_the_key_in_errors(fake_openai: Any) -> None:
-    adapter = create_adapter(ProviderConfig(provider_id="up", provider_type="openai", model="fake-500",
-                                            base_url=fake_openai[1], api_key="sk-secret-123", max_retries=0))
+    adapter = create_adapter(
+        ProviderConfig(
+            provider_id="up",
+            provider_type="openai",
+            model="fake-500",
+            base_url=fake_openai[1],
+            api_key="sk-secret-123",
+            max_retries=0,
+        )
+    )
     with pytest.raises(ProviderError) as exc:
         await run(adapter, request())
     assert "sk-secret-123" not in str(exc.value) and "sk-secret-123" not in repr(adapter.config)

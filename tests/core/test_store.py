@@ -42,8 +42,15 @@ def test_two_connections_write_the_same_session_without_losing_rows(tmp_path: Pa
 def test_run_lifecycle_and_recovery_of_a_dead_actors_run(store: SQLiteStore) -> None:
     sid = store.create_session("carol")["session_id"]
     store.start_run("run_a", sid, provider="echo", model="echo", input_messages=[{"role": "user", "content": "x"}])
-    store.finish_run("run_a", status="completed", output="x", usage={"output_tokens": 1}, finish_reason="stop",
-                     ttft_ms=1.0, total_ms=2.0)
+    store.finish_run(
+        "run_a",
+        status="completed",
+        output="x",
+        usage={"output_tokens": 1},
+        finish_reason="stop",
+        ttft_ms=1.0,
+        total_ms=2.0,
+    )
     store.start_run("run_b", sid, provider="echo", model="echo", input_messages=[])
     assert store.interrupt_running(sid) == 1
     runs = {run["run_id"]: run for run in store.runs(sid)}

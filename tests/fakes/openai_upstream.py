@@ -25,9 +25,14 @@ CHUNK_ID = "chatcmpl-fake123"
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
-    body = {"id": CHUNK_ID, "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-            "system_fingerprint": "fp_fake", "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                          "finish_reason": finish}]}
+    body = {
+        "id": CHUNK_ID,
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
@@ -39,10 +44,12 @@ def _error(status: int, message: str, type_: str, code: str | None, headers: dic
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self.completions, methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.completions, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+            ]
+        )
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]})
@@ -52,18 +59,35 @@ class FakeOpenAI:
         self.requests.append({"body": body, "headers": dict(request.headers)})
         model = body["model"]
         if model == "fake-429":
-            return _error(429, "Rate limit reached for requests", "tokens", "rate_limit_exceeded",
-                          {"retry-after": "2", "x-ratelimit-remaining-requests": "0"})
+            return _error(
+                429,
+                "Rate limit reached for requests",
+                "tokens",
+                "rate_limit_exceeded",
+                {"retry-after": "2", "x-ratelimit-remaining-requests": "0"},
+            )
         if model == "fake-500":
             return _error(500, "The server had an error while processing your request.", "server_error", None)
         text = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
         include_usage = (body.get("stream_options") or {}).get("include_usage")
         if not body.get("stream"):
-            return JSONResponse({"id": CHUNK_ID, "object": "chat.completion", "created": 1700000000, "model": model,
-                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                                                      "refusal": None},
-                                              "finish_reason": "stop", "logprobs": None}],
-                                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+            return JSONResponse(
+                {
+                    "id": CHUNK_ID,
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                }
+            )
         return StreamingResponse(self._stream(model, str(text), include_usage), media_type="text/event-stream")
 
     async def _stream(self, model: str, text: str, include_usage: bool) -> Any:
@@ -71,8 +95,19 @@ class FakeOpenAI:
         yield _chunk(model, {"role": "assistant", "content": "", "refusal": None})
         finish = "stop"
         if model == "fake-tools":
-            yield _chunk(model, {"tool_calls": [{"index": 0, "id": "call_abc", "type": "function",
-                                                 "function": {"name": "get_weather", "arguments": ""}}]})
+            yield _chunk(
+                model,
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_abc",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ]
+                },
+            )
             for fragment in ('{"ci', 'ty": "Par', 'is"}'):
                 yield _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
             finish = "tool_calls"
@@ -90,11 +125,26 @@ class FakeOpenAI:
                 yield _chunk(model, {"content": word + " "})
         yield _chunk(model, {}, finish)
         if include_usage:
-            yield b"data: " + orjson.dumps({"id": CHUNK_ID, "object": "chat.completion.chunk", "created": 1700000000,
-                                            "model": model, "choices": [],
-                                            "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11,
-                                                      "prompt_tokens_details": {"cached_tokens": 2},
-                                                      "completion_tokens_details": {"reasoning_tokens": 1}}}) + b"\n\n"
+            yield (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": CHUNK_ID,
+                        "object": "chat.completion.chunk",
+                        "created": 1700000000,
+                        "model": model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": 7,
+                            "completion_tokens": 4,
+                            "total_tokens": 11,
+                            "prompt_tokens_details": {"cached_tokens": 2},
+                            "completion_tokens_details": {"reasoning_tokens": 1},
+                        },
+                    }
+                )
+                + b"\n\n"
+            )
         yield b"data: [DONE]\n\n"
 
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Bootstrap and run Relay from a fresh clone with only python3 (>= 3.11) and pip.
+
+    python3 scripts/dev.py serve [relay serve options]   # creates .venv, installs, serves on 127.0.0.1:8000
+    python3 scripts/dev.py test  [pytest options]        # creates .venv, installs dev extras, lint + all tests
+
+The install is redone only when pyproject.toml changes (a hash stamp in .venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+
+
+def ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Relay needs Python >= 3.11; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        print(f"creating {VENV}", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    spec = f".[{extras}]" if extras else "."
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + spec.encode()).hexdigest()
+    stamp = VENV / ".relay-install"
+    if stamp.exists() and stamp.read_text() in (digest, _dev_digest()):
+        return
+    print(f"installing Relay ({spec}) into {VENV}", file=sys.stderr)
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "-e", spec], check=True, cwd=ROOT)
+    stamp.write_text(digest)
+
+
+def _dev_digest() -> str:
+    """A dev install also satisfies a plain one."""
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + b".[dev]").hexdigest()
+
+
+def run(argv: list[str]) -> int:
+    return subprocess.run(argv, cwd=ROOT).returncode
+
+
+def main() -> int:
+    command, *rest = sys.argv[1:] or ["help"]
+    if command == "serve":
+        ensure_venv("")
+        return run([str(BIN / "relay"), "serve", *rest])
+    if command == "test":
+        ensure_venv("dev")
+        if run([str(BIN / "ruff"), "check", "."]) != 0:
+            return 1
+        code = run([str(BIN / "python"), "-m", "pytest", *rest])
+        if code == 5:
+            print("pytest collected no tests: that is a failure here", file=sys.stderr)
+            return 1
+        return code
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
