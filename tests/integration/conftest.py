@@ -31,21 +31,31 @@ class Relay:
 def relay(tmp_path_factory: pytest.TempPathFactory, fake_openai: tuple[FakeOpenAI, str]) -> Iterator[Relay]:
     upstream, upstream_url = fake_openai
     port = free_port()
-    config = load_serve_config(ROOT / "config" / "serve.yaml", host="127.0.0.1", port=port,
-                               data_dir=tmp_path_factory.mktemp("relay-data"))
+    config = load_serve_config(
+        ROOT / "config" / "serve.yaml", host="127.0.0.1", port=port, data_dir=tmp_path_factory.mktemp("relay-data")
+    )
     args: dict[str, Any] = config["applications"][0]["args"]
     args["providers"] = [
         {"provider_id": "echo", "provider_type": "echo", "model": "echo"},
-        {"provider_id": "up", "provider_type": "openai_compatible", "model": "fake", "base_url": upstream_url,
-         "max_retries": 0},
+        {
+            "provider_id": "up",
+            "provider_type": "openai_compatible",
+            "model": "fake",
+            "base_url": upstream_url,
+            "max_retries": 0,
+        },
     ]
     # Passivation is driven by the tests, never by a timer racing them.
     args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600}
     ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
     try:
         deploy_config(config)
-        yield Relay(f"http://127.0.0.1:{port}", serve.get_deployment_handle("SessionDirectory", app_name="relay"),
-                    upstream, upstream_url)
+        yield Relay(
+            f"http://127.0.0.1:{port}",
+            serve.get_deployment_handle("SessionDirectory", app_name="relay"),
+            upstream,
+            upstream_url,
+        )
     finally:
         serve.shutdown()
         ray.shutdown()

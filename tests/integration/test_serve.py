@@ -40,8 +40,11 @@ async def runs(http: httpx.AsyncClient, sid: str) -> list[dict[str, Any]]:
 async def test_openai_sdk_streams_and_completes(relay: Relay) -> None:
     client = openai.AsyncOpenAI(api_key="unused", base_url=relay.url + "/v1", max_retries=0)
     stream = await client.chat.completions.create(
-        model="echo", messages=[{"role": "user", "content": "ray serve streams this"}], stream=True,
-        stream_options={"include_usage": True})
+        model="echo",
+        messages=[{"role": "user", "content": "ray serve streams this"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = [chunk async for chunk in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ray serve streams this"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
@@ -53,22 +56,29 @@ async def test_openai_sdk_streams_and_completes(relay: Relay) -> None:
 async def test_session_continuity_through_the_header(http: httpx.AsyncClient) -> None:
     first = await http.post("/v1/chat/completions", json={"model": "echo", **user("first")})
     sid = first.headers["x-session-id"]
-    second = await http.post("/v1/chat/completions", headers={"X-Session-Id": sid},
-                             json={"model": "echo", **user("second")})
+    second = await http.post(
+        "/v1/chat/completions", headers={"X-Session-Id": sid}, json={"model": "echo", **user("second")}
+    )
     assert second.headers["x-session-id"] == sid
     # echo counts prompt tokens: the server prepended the stored history
     assert second.json()["usage"]["prompt_tokens"] == 3
-    assert await history(http, sid) == [("user", "first"), ("assistant", "first"),
-                                        ("user", "second"), ("assistant", "second")]
+    assert await history(http, sid) == [
+        ("user", "first"),
+        ("assistant", "first"),
+        ("user", "second"),
+        ("assistant", "second"),
+    ]
 
 
 async def test_concurrent_sends_to_one_session_run_in_order(http: httpx.AsyncClient) -> None:
     sid = (await http.post("/api/streaming/chat", json={**user("start"), "stream_format": "json"})).headers[
-        "x-session-id"]
+        "x-session-id"
+    ]
     slow = {"provider_options": {"tokens_per_s": 40}, "stream_format": "json"}
     texts = [f"turn {i} a b c d" for i in range(3)]
-    replies = await asyncio.gather(*[
-        http.post("/api/streaming/chat", headers={"X-Session-Id": sid}, json={**user(t), **slow}) for t in texts])
+    replies = await asyncio.gather(
+        *[http.post("/api/streaming/chat", headers={"X-Session-Id": sid}, json={**user(t), **slow}) for t in texts]
+    )
     assert all(r.status_code == 200 for r in replies)
     turns = (await history(http, sid))[2:]
     assert [role for role, _ in turns] == ["user", "assistant"] * 3  # never interleaved
@@ -86,8 +96,9 @@ async def test_disconnect_cancels_the_run_and_marks_it_interrupted(relay: Relay,
         assert first["type"] == "text-delta"
     # The next turn waits for the session's turn lock, so it only completes once the
     # cancelled run has been stored: no sleep needed, and a leak would hang here.
-    follow = await http.post("/api/streaming/chat", headers={"X-Session-Id": sid},
-                             json={**user("after"), "stream_format": "json"})
+    follow = await http.post(
+        "/api/streaming/chat", headers={"X-Session-Id": sid}, json={**user("after"), "stream_format": "json"}
+    )
     assert follow.json()["content"] == "after"
     cancelled, completed = await runs(http, sid)
     assert cancelled["status"] == "interrupted" and cancelled["output"] == "a b "
@@ -95,8 +106,9 @@ async def test_disconnect_cancels_the_run_and_marks_it_interrupted(relay: Relay,
 
 
 async def test_passivation_then_reactivation_keeps_history(relay: Relay, http: httpx.AsyncClient) -> None:
-    first = await http.post("/api/streaming/chat", headers={"X-User-Id": "pat"},
-                            json={**user("remember me"), "stream_format": "json"})
+    first = await http.post(
+        "/api/streaming/chat", headers={"X-User-Id": "pat"}, json={**user("remember me"), "stream_format": "json"}
+    )
     sid = first.headers["x-session-id"]
     before = await relay.directory.stats.remote()
     passivated = await relay.directory.passivate_idle.remote(0.0)
@@ -104,32 +116,51 @@ async def test_passivation_then_reactivation_keeps_history(relay: Relay, http: h
     after = await relay.directory.stats.remote()
     assert after["live"] == before["live"] - len(passivated)
     assert after["pooled"] >= 1  # the actor was recycled into the warm pool, not killed
-    again = await http.post("/api/streaming/chat", headers={"X-User-Id": "pat", "X-Session-Id": sid},
-                            json={**user("again"), "stream_format": "json"})
-    assert again.json()["usage"]["input_tokens"] == 4
+    again = await http.post(
+        "/api/streaming/chat",
+        headers={"X-User-Id": "pat", "X-Session-Id": sid},
+        json={**user("again"), "stream_format": "json"},
+    )
+    assert again.json()["usage"]["input_tokens"] == 5  # "remember me" twice + "again"
     assert (await relay.directory.stats.remote())["reactivations"] == before["reactivations"] + 1
-    assert await history(http, sid, "pat") == [("user", "remember me"), ("assistant", "remember me"),
-                                               ("user", "again"), ("assistant", "again")]
+    assert await history(http, sid, "pat") == [
+        ("user", "remember me"),
+        ("assistant", "remember me"),
+        ("user", "again"),
+        ("assistant", "again"),
+    ]
 
 
 async def test_a_dead_session_actor_is_replaced_from_the_store(relay: Relay, http: httpx.AsyncClient) -> None:
     sid = (await http.post("/api/streaming/chat", json={**user("alive"), "stream_format": "json"})).headers[
-        "x-session-id"]
+        "x-session-id"
+    ]
     _, actor = await relay.directory.activate.remote(sid, "anonymous")
     ray.kill(actor)
-    reply = await http.post("/api/streaming/chat", headers={"X-Session-Id": sid},
-                            json={**user("still here"), "stream_format": "json"})
+    reply = await http.post(
+        "/api/streaming/chat", headers={"X-Session-Id": sid}, json={**user("still here"), "stream_format": "json"}
+    )
     assert reply.status_code == 200 and reply.json()["content"] == "still here"
     assert [text for _, text in await history(http, sid)] == ["alive", "alive", "still here", "still here"]
 
 
 async def test_other_users_cannot_reach_a_session(http: httpx.AsyncClient) -> None:
-    sid = (await http.post("/api/streaming/chat", headers={"X-User-Id": "ann"},
-                           json={**user("mine"), "stream_format": "json"})).headers["x-session-id"]
-    check_error(await http.get(f"/api/sessions/{sid}/messages", headers={"X-User-Id": "ben"}), 404, "session_id",
-                "not found")
-    check_error(await http.post("/api/streaming/chat", headers={"X-User-Id": "ben", "X-Session-Id": sid},
-                                json=user("let me in")), 404, "session_id", "not found")
+    sid = (
+        await http.post(
+            "/api/streaming/chat", headers={"X-User-Id": "ann"}, json={**user("mine"), "stream_format": "json"}
+        )
+    ).headers["x-session-id"]
+    check_error(
+        await http.get(f"/api/sessions/{sid}/messages", headers={"X-User-Id": "ben"}), 404, "session_id", "not found"
+    )
+    check_error(
+        await http.post(
+            "/api/streaming/chat", headers={"X-User-Id": "ben", "X-Session-Id": sid}, json=user("let me in")
+        ),
+        404,
+        "session_id",
+        "not found",
+    )
 
 
 async def test_typed_sse_ends_with_exactly_one_finish(http: httpx.AsyncClient) -> None:
@@ -138,13 +169,21 @@ async def test_typed_sse_ends_with_exactly_one_finish(http: httpx.AsyncClient) -
     types = [block["event"] for block in blocks]
     assert types.count("finish") == 1 and types[-1] == "finish"
     assert "".join(orjson.loads(b["data"])["content"] for b in blocks if b["event"] == "text-delta") == (
-        "typed events here ")
+        "typed events here "
+    )
 
 
 async def test_runtime_registration_serves_a_new_pool(relay: Relay, http: httpx.AsyncClient) -> None:
-    created = await http.post("/api/streaming/providers/register", json={
-        "provider_id": "late", "provider_type": "openai_compatible", "model_name": "fake",
-        "base_url": relay.upstream_url, "api_key": "sk-late-secret"})
+    created = await http.post(
+        "/api/streaming/providers/register",
+        json={
+            "provider_id": "late",
+            "provider_type": "openai_compatible",
+            "model_name": "fake",
+            "base_url": relay.upstream_url,
+            "api_key": "sk-late-secret",
+        },
+    )
     assert created.status_code == 201 and "sk-late-secret" not in created.text
     reply = await http.post("/v1/chat/completions", json={"model": "late", **user("registered")})
     assert reply.json()["choices"][0]["message"]["content"] == "registered "
@@ -152,14 +191,16 @@ async def test_runtime_registration_serves_a_new_pool(relay: Relay, http: httpx.
     stats = (await http.get("/api/stats")).json()
     assert {"echo", "up", "late"} <= {p["provider_id"] for p in stats["providers"]}
     assert "sk-late-secret" not in str(stats)
-    duplicate = await http.post("/api/streaming/providers/register", json={
-        "provider_id": "late", "provider_type": "echo"})
+    duplicate = await http.post(
+        "/api/streaming/providers/register", json={"provider_id": "late", "provider_type": "echo"}
+    )
     check_error(duplicate, 400, "provider_id", "already registered")
 
 
 @pytest.mark.parametrize(("name", "path", "body", "status", "param", "text"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-async def test_bad_input(http: httpx.AsyncClient, name: str, path: str, body: bytes, status: int,
-                         param: str | None, text: str) -> None:
+async def test_bad_input(
+    http: httpx.AsyncClient, name: str, path: str, body: bytes, status: int, param: str | None, text: str
+) -> None:
     response = await http.post(path, content=body, headers={"content-type": "application/json"})
     check_error(response, status, param, text)
     assert (await http.get("/healthz")).status_code == 200
