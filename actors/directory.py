@@ -3,8 +3,11 @@
 One owner means a session never has two live actors (``get_if_exists`` raced:
 Ray #41324, #49480). Creating an actor costs ~0.8 s and an idle one ~0.9 % of a
 core (DESIGN.md), so the directory keeps a small warm pool of blank actors,
-caps the live ones, passivates idle sessions after a short TTL and recycles
-their actors instead of killing them.
+caps the actor processes by the cluster's cores, passivates idle sessions after
+a short TTL and recycles emptied actors instead of killing them. Activation
+never waits for a process start while any actor is up: past the cap, or while a
+new actor starts in the background, the session is co-hosted on the least
+loaded actor.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -22,7 +25,6 @@ from ray import serve
 from ray.actor import ActorHandle
 
 from relay.config import ProviderConfig, RelaySettings, live_cap_for
-from relay.errors import Overloaded
 from relay.local import owned_session
 from relay.store import open_store
 
@@ -33,9 +35,15 @@ __all__ = ["SessionDirectory"]
 log = logging.getLogger("relay.directory")
 
 
+@dataclass(eq=False, slots=True)
+class _Host:
+    actor: ActorHandle
+    sessions: set[str] = field(default_factory=set)
+
+
 @dataclass(slots=True)
 class _Live:
-    actor: ActorHandle
+    host: _Host
     user_id: str
     last_used: float
 
@@ -46,18 +54,19 @@ class SessionDirectory:
         self.settings = settings.sessions
         self.store_url = settings.store_url
         self.store = open_store(settings.store_url)
-        self.cap = self.settings.max_live_sessions or live_cap_for(ray.cluster_resources().get("CPU", 1))
+        self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
         self.live: OrderedDict[str, _Live] = OrderedDict()
+        self.hosts: list[_Host] = []
         self.pool: list[ActorHandle] = []
         self.creating = 0
-        self.activating: dict[str, asyncio.Future[ActorHandle]] = {}
-        self.freed = asyncio.Condition()
+        self.activating: dict[str, asyncio.Future[_Host]] = {}
+        self.wanted = asyncio.Event()
         app_name = serve.get_replica_context().app_name
         self.providers: dict[str, ProviderConfig] = {
             p.provider_id: p.model_copy(update={"pool_app": app_name, "api_key": None}) for p in settings.providers
         }
-        self.counters = {"activations": 0, "reactivations": 0, "passivations": 0, "created": 0}
-        self._tasks = [asyncio.create_task(self._refill()), asyncio.create_task(self._reap())]
+        self.counters = {"activations": 0, "reactivations": 0, "passivations": 0, "created": 0, "cohosted": 0}
+        self._tasks = [asyncio.create_task(self._grow()), asyncio.create_task(self._reap())]
 
     # activation
 
@@ -69,25 +78,25 @@ class SessionDirectory:
                 owned_session(self.store, session_id, user_id)
             entry.last_used = time.monotonic()
             self.live.move_to_end(session_id)
-            return session_id, entry.actor
+            return session_id, entry.host.actor
+        elif self.store.get_session(session_id) is None:
+            self.store.create_session(user_id, session_id)
         else:
-            if self.store.get_session(session_id) is None:
-                self.store.create_session(user_id, session_id)
-            else:
-                owned_session(self.store, session_id, user_id)
-                self.counters["reactivations"] += 1
+            owned_session(self.store, session_id, user_id)
+            self.counters["reactivations"] += 1
         pending = self.activating.get(session_id)
         if pending is not None:
-            return session_id, await asyncio.shield(pending)
-        future: asyncio.Future[ActorHandle] = asyncio.get_running_loop().create_future()
+            return session_id, (await asyncio.shield(pending)).actor
+        future: asyncio.Future[_Host] = asyncio.get_running_loop().create_future()
         self.activating[session_id] = future
         try:
-            actor = await self._take_actor()
-            await actor.activate.remote(session_id, user_id)
-            self.live[session_id] = _Live(actor, user_id, time.monotonic())
+            host = await self._place()
+            await host.actor.activate.remote(session_id, user_id)
+            host.sessions.add(session_id)
+            self.live[session_id] = _Live(host, user_id, time.monotonic())
             self.counters["activations"] += 1
-            future.set_result(actor)
-            return session_id, actor
+            future.set_result(host)
+            return session_id, host.actor
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
@@ -95,24 +104,20 @@ class SessionDirectory:
         finally:
             del self.activating[session_id]
 
-    async def _take_actor(self) -> ActorHandle:
-        """Warm pool first, then the least recently used idle session, then a new process."""
-        deadline = time.monotonic() + self.settings.activation_timeout_s
-        while True:
-            if self.pool:
-                return self.pool.pop()
-            if len(self.live) + self.creating >= self.cap:
-                actor = await self._evict_lru()
-                if actor is not None:
-                    return actor
-            else:
-                return await self._create()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Overloaded(f"All {self.cap} live sessions are busy; retry shortly", retry_after=1.0)
-            async with self.freed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.freed.wait(), timeout=min(remaining, 0.5))
+    async def _place(self) -> _Host:
+        """A pooled actor, else co-host on the least loaded one while more start in the background."""
+        if self.pool:
+            host = _Host(self.pool.pop())
+            self.hosts.append(host)
+            self.wanted.set()
+            return host
+        if self.hosts:
+            self.wanted.set()
+            self.counters["cohosted"] += 1
+            return min(self.hosts, key=lambda h: len(h.sessions))
+        host = _Host(await self._create())
+        self.hosts.append(host)
+        return host
 
     async def _create(self) -> ActorHandle:
         self.creating += 1
@@ -124,72 +129,74 @@ class SessionDirectory:
         finally:
             self.creating -= 1
 
-    async def _evict_lru(self) -> ActorHandle | None:
-        for session_id in list(self.live):
-            actor = await self._passivate(session_id, min_idle_s=0.0)
-            if actor is not None:
-                return actor
-        return None
+    def _actor_count(self) -> int:
+        return len(self.hosts) + len(self.pool) + self.creating
 
-    async def _passivate(self, session_id: str, min_idle_s: float) -> ActorHandle | None:
-        entry = self.live.get(session_id)
-        if entry is None or session_id in self.activating:
-            return None
-        try:
-            if not await entry.actor.passivate.remote(min_idle_s):
-                return None
-        except ray.exceptions.RayActorError:
-            self.live.pop(session_id, None)
-            return None
-        self.live.pop(session_id, None)
-        self.counters["passivations"] += 1
-        return entry.actor
-
-    def _recycle(self, actor: ActorHandle) -> None:
-        if len(self.pool) < self.settings.warm_pool_size:
-            self.pool.append(actor)
-        else:
-            ray.kill(actor)
+    def _short(self) -> bool:
+        """More actors are wanted: the pool is below size, or sessions share actors."""
+        packed = len(self.live) > len(self.hosts)
+        return self._actor_count() < self.max_actors and (len(self.pool) < self.settings.warm_pool_size or packed)
 
     # background upkeep
 
-    async def _refill(self) -> None:
+    async def _grow(self) -> None:
         while True:
             try:
-                while len(self.pool) + self.creating < self.settings.warm_pool_size:
+                while self._short():
                     self.pool.append(await self._create())
-                    await self._notify()
             except Exception:
-                log.exception("warm pool refill failed")
-            await asyncio.sleep(0.5)
+                log.exception("starting a session actor failed")
+            self.wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wanted.wait(), timeout=5.0)
 
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(max(0.5, self.settings.idle_ttl_s / 4))
-            with contextlib.suppress(Exception):
+            try:
                 await self.passivate_idle(self.settings.idle_ttl_s)
+                excess = len(self.live) - self.settings.max_live_sessions
+                for session_id in list(self.live)[: max(0, excess)]:
+                    await self._passivate(session_id, 0.0)
+            except Exception:
+                log.exception("passivation failed")
 
-    async def _notify(self) -> None:
-        async with self.freed:
-            self.freed.notify_all()
+    async def _passivate(self, session_id: str, min_idle_s: float) -> bool:
+        entry = self.live.get(session_id)
+        if entry is None or session_id in self.activating:
+            return False
+        try:
+            if not await entry.host.actor.passivate.remote(session_id, min_idle_s):
+                return False
+        except ray.exceptions.RayActorError:
+            self._drop_host(entry.host)
+            return False
+        self.live.pop(session_id, None)
+        entry.host.sessions.discard(session_id)
+        self.counters["passivations"] += 1
+        if not entry.host.sessions:
+            self.hosts.remove(entry.host)
+            if len(self.pool) < self.settings.warm_pool_size:
+                self.pool.append(entry.host.actor)
+            else:
+                ray.kill(entry.host.actor)
+        return True
 
     async def passivate_idle(self, min_idle_s: float) -> list[str]:
         """Passivate every live session idle for ``min_idle_s``; returns their ids."""
-        done = []
-        for session_id in list(self.live):
-            actor = await self._passivate(session_id, min_idle_s)
-            if actor is not None:
-                self._recycle(actor)
-                done.append(session_id)
-        if done:
-            await self._notify()
-        return done
+        return [sid for sid in list(self.live) if await self._passivate(sid, min_idle_s)]
+
+    def _drop_host(self, host: _Host) -> None:
+        for session_id in host.sessions:
+            self.live.pop(session_id, None)
+        if host in self.hosts:
+            self.hosts.remove(host)
 
     async def forget(self, session_id: str, actor: ActorHandle) -> None:
-        """The ingress found this actor dead: the next activation starts afresh from the store."""
+        """The ingress found this actor dead: its sessions restart from the store when next used."""
         entry = self.live.get(session_id)
-        if entry is not None and entry.actor == actor:
-            del self.live[session_id]
+        if entry is not None and entry.host.actor == actor:
+            self._drop_host(entry.host)
 
     # providers
 
@@ -200,14 +207,16 @@ class SessionDirectory:
         self.providers[config.provider_id] = config
 
     def stats(self) -> dict[str, Any]:
+        stored = self.store.count_sessions()
         return {
             "live": len(self.live),
+            "live_actors": len(self.hosts),
             "pooled": len(self.pool),
             "creating": self.creating,
-            "live_cap": self.cap,
+            "max_actors": self.max_actors,
             "warm_pool_size": self.settings.warm_pool_size,
             "idle_ttl_s": self.settings.idle_ttl_s,
-            "stored": self.store.count_sessions(),
-            "passivated": self.store.count_sessions() - len(self.live),
+            "stored": stored,
+            "passivated": stored - len(self.live),
             **self.counters,
         }

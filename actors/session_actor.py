@@ -1,4 +1,9 @@
-"""``SessionActor``: one live session's history and state, recycled through a warm pool."""
+"""``SessionActor``: a live session's history and state, recycled through a warm pool.
+
+An actor hosts one session while live sessions fit under the actor cap; under
+overload the directory co-hosts more sessions on one actor (as Orleans packs
+grains into a silo) instead of queueing them behind a process start.
+"""
 
 from __future__ import annotations
 
@@ -27,16 +32,16 @@ class SessionMoved(Exception):
 class SessionActor:
     def __init__(self, store_url: str) -> None:
         self.store: SQLiteStore = open_store(store_url)
-        self.session: Session | None = None
+        self.sessions: dict[str, Session] = {}
         self.handles: dict[tuple[str, str], DeploymentHandle] = {}
 
     def activate(self, session_id: str, user_id: str) -> None:
         self.store.interrupt_running(session_id)
-        self.session = Session(self.store, session_id, user_id)
+        self.sessions[session_id] = Session(self.store, session_id, user_id)
 
     async def chat(self, session_id: str, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
-        session = self.session
-        if session is None or session.session_id != session_id:
+        session = self.sessions.get(session_id)
+        if session is None:
             raise SessionMoved(session_id)
         async for batch in session.chat(request, self._open_stream):
             yield batch
@@ -53,15 +58,15 @@ class SessionActor:
         finally:
             response.cancel()
 
-    def passivate(self, min_idle_s: float) -> bool:
+    def passivate(self, session_id: str, min_idle_s: float) -> bool:
         """Drop the session if no turn runs or waits and it was idle long enough; it is all stored."""
-        session = self.session
+        session = self.sessions.get(session_id)
         if session is None:
             return True
         if session.busy or time.monotonic() - session.last_active < min_idle_s:
             return False
-        self.session = None
+        del self.sessions[session_id]
         return True
 
-    def hosted(self) -> str | None:
-        return self.session.session_id if self.session else None
+    def hosted(self) -> list[str]:
+        return list(self.sessions)

@@ -106,7 +106,7 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     sessions = stats["sessions"]
     print(
-        f"sessions: {sessions['live']} live (cap {sessions.get('live_cap', '-')}), "
+        f"sessions: {sessions['live']} live on {sessions['live_actors']} actors (cap {sessions['max_actors']}), "
         f"{sessions.get('passivated', 0)} passivated, {sessions['pooled']} pooled actors"
     )
     print(f"{'provider':<20} {'type':<18} {'replicas':>8}  status")

@@ -61,8 +61,10 @@ class SessionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     warm_pool_size: int = Field(default=2, ge=0)
-    # None: derived from the cluster's CPUs at start (live_cap_for).
-    max_live_sessions: int | None = Field(default=None, ge=1)
+    # Session actor processes, live and pooled; None: derived from the cluster's CPUs (live_cap_for).
+    max_actors: int | None = Field(default=None, ge=1)
+    # Sessions held in memory; beyond it the least recently used idle ones are passivated.
+    max_live_sessions: int = Field(default=4096, ge=1)
     idle_ttl_s: float = Field(default=30.0, gt=0)
     activation_timeout_s: float = Field(default=30.0, gt=0)
 
