@@ -198,6 +198,10 @@ class SessionDirectory:
         if entry is not None and entry.host.actor == actor:
             self._drop_host(entry.host)
 
+    def actors(self) -> list[ActorHandle]:
+        """Every session actor process, live or pooled (for benchmarks and diagnostics)."""
+        return [host.actor for host in self.hosts] + list(self.pool)
+
     # providers
 
     def list_providers(self) -> list[ProviderConfig]:

@@ -7,6 +7,7 @@ grains into a silo) instead of queueing them behind a process start.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,3 +71,6 @@ class SessionActor:
 
     def hosted(self) -> list[str]:
         return list(self.sessions)
+
+    def pid(self) -> int:
+        return os.getpid()
