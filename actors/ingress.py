@@ -11,6 +11,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
+from starlette.types import Message, Receive, Scope, Send
 
 from relay.app import build_app
 from relay.backend import Turn
@@ -23,7 +24,7 @@ from relay.store import open_store
 from .provider_pool import ProviderPool, pool_name
 from .session_actor import SessionMoved
 
-__all__ = ["Ingress", "RayBackend", "registered_app_name"]
+__all__ = ["DisconnectOnCancel", "Ingress", "RayBackend", "registered_app_name"]
 
 log = logging.getLogger("relay.ingress")
 
@@ -140,5 +141,21 @@ class Ingress:
         self.backend = RayBackend(settings, directory)
         self.pools = pools
 
-    def __serve_build_asgi_app__(self) -> Starlette:
-        return build_app(self.backend)
+    def __serve_build_asgi_app__(self) -> DisconnectOnCancel:
+        return DisconnectOnCancel(build_app(self.backend))
+
+
+class DisconnectOnCancel:
+    """Serve cancels its receive task once a streamed response ends; that is a disconnect, not an error."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def guarded_receive() -> Message:
+            try:
+                return await receive()
+            except ray.exceptions.TaskCancelledError:
+                return {"type": "http.disconnect"}
+
+        await self.app(scope, guarded_receive, send)

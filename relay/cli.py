@@ -90,7 +90,10 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("providers up: %s", providers)
         log.info("store: %s", config["applications"][0]["args"].get("store_url"))
         log.info("press Ctrl-C to stop")
-        stop.wait()
+        # Wake up now and then: a signal may land on one of Ray's threads, and only
+        # the main thread runs Python's handlers.
+        while not stop.wait(0.5):
+            pass
         log.info("shutting down")
         return 0
     finally:
