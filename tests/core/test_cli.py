@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay.cli import is_loopback, load_serve_config, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("10.1.2.3", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_serve_refuses_a_public_bind_without_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    code = main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "refusing to bind 0.0.0.0" in caplog.text and "127.0.0.1" in caplog.text
+
+
+def test_serve_config_overrides_and_absolute_sqlite_path(tmp_path: Path) -> None:
+    config = load_serve_config(ROOT / "config" / "serve.yaml", host=None, port=9001, data_dir=tmp_path)
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 9001}
+    app = config["applications"][0]
+    assert app["import_path"] == "serve_app:app"
+    assert app["args"]["store_url"] == f"sqlite:///{(tmp_path / 'relay.db').resolve()}"
