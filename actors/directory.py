@@ -4,7 +4,8 @@ One owner means a session never has two live actors (``get_if_exists`` raced:
 Ray #41324, #49480). Creating an actor costs ~0.8 s and an idle one ~0.9 % of a
 core (DESIGN.md), so the directory keeps a small warm pool of blank actors,
 caps the actor processes by the cluster's cores, passivates idle sessions after
-a short TTL and recycles emptied actors instead of killing them. Activation
+a short TTL and recycles emptied actors into the pool instead of killing them;
+the pool shrinks back to its warm size only after a longer idle time. Activation
 never waits for a process start while any actor is up: past the cap, or while a
 new actor starts in the background, the session is co-hosted on the least
 loaded actor.
@@ -57,7 +58,7 @@ class SessionDirectory:
         self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
         self.live: OrderedDict[str, _Live] = OrderedDict()
         self.hosts: list[_Host] = []
-        self.pool: list[ActorHandle] = []
+        self.pool: list[tuple[ActorHandle, float]] = []  # (blank actor, pooled since)
         self.creating = 0
         self.activating: dict[str, asyncio.Future[_Host]] = {}
         self.wanted = asyncio.Event()
@@ -107,7 +108,7 @@ class SessionDirectory:
     async def _place(self) -> _Host:
         """A pooled actor, else co-host on the least loaded one while more start in the background."""
         if self.pool:
-            host = _Host(self.pool.pop())
+            host = _Host(self.pool.pop()[0])
             self.hosts.append(host)
             self.wanted.set()
             return host
@@ -143,7 +144,7 @@ class SessionDirectory:
         while True:
             try:
                 while self._short():
-                    self.pool.append(await self._create())
+                    self.pool.append((await self._create(), time.monotonic()))
             except Exception:
                 log.exception("starting a session actor failed")
             self.wanted.clear()
@@ -155,6 +156,7 @@ class SessionDirectory:
             await asyncio.sleep(max(0.5, self.settings.idle_ttl_s / 4))
             try:
                 await self.passivate_idle(self.settings.idle_ttl_s)
+                self._trim_pool()
                 excess = len(self.live) - self.settings.max_live_sessions
                 for session_id in list(self.live)[: max(0, excess)]:
                     await self._passivate(session_id, 0.0)
@@ -176,11 +178,14 @@ class SessionDirectory:
         self.counters["passivations"] += 1
         if not entry.host.sessions:
             self.hosts.remove(entry.host)
-            if len(self.pool) < self.settings.warm_pool_size:
-                self.pool.append(entry.host.actor)
-            else:
-                ray.kill(entry.host.actor)
+            self.pool.append((entry.host.actor, time.monotonic()))
         return True
+
+    def _trim_pool(self) -> None:
+        """Kill pooled actors beyond the warm size only after ``pool_idle_ttl_s``: steady load never churns."""
+        now = time.monotonic()
+        while len(self.pool) > self.settings.warm_pool_size and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
+            ray.kill(self.pool.pop(0)[0])
 
     async def passivate_idle(self, min_idle_s: float) -> list[str]:
         """Passivate every live session idle for ``min_idle_s``; returns their ids."""
@@ -200,7 +205,7 @@ class SessionDirectory:
 
     def actors(self) -> list[ActorHandle]:
         """Every session actor process, live or pooled (for benchmarks and diagnostics)."""
-        return [host.actor for host in self.hosts] + list(self.pool)
+        return [host.actor for host in self.hosts] + [actor for actor, _ in self.pool]
 
     # providers
 

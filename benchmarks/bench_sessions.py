@@ -52,10 +52,10 @@ async def relay_ttft(http: httpx.AsyncClient, session_id: str | None) -> tuple[f
     body = {"messages": [{"role": "user", "content": "measure this reply"}], "stream_format": "ndjson"}
     start = time.perf_counter()
     async with http.stream("POST", "/api/streaming/chat", json=body, headers=headers) as response:
-        async for _ in response.aiter_lines():
-            ttft = time.perf_counter() - start
-            break
-        async for _ in response.aiter_lines():
+        lines = response.aiter_lines()
+        await anext(lines)
+        ttft = time.perf_counter() - start
+        async for _ in lines:
             pass
     return ttft, response.headers["x-session-id"]
 

@@ -66,6 +66,8 @@ class SessionSettings(BaseModel):
     # Sessions held in memory; beyond it the least recently used idle ones are passivated.
     max_live_sessions: int = Field(default=4096, ge=1)
     idle_ttl_s: float = Field(default=30.0, gt=0)
+    # Recycled actors beyond warm_pool_size are killed after idling this long in the pool.
+    pool_idle_ttl_s: float = Field(default=300.0, gt=0)
     activation_timeout_s: float = Field(default=30.0, gt=0)
 
 
