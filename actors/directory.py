@@ -26,7 +26,6 @@ from ray import serve
 from ray.actor import ActorHandle
 
 from relay.config import ProviderConfig, RelaySettings, live_cap_for
-from relay.local import owned_session
 from relay.store import open_store
 
 from .session_actor import SessionActor
@@ -76,14 +75,14 @@ class SessionDirectory:
             session_id = self.store.create_session(user_id)["session_id"]
         elif (entry := self.live.get(session_id)) is not None:
             if entry.user_id != user_id:
-                owned_session(self.store, session_id, user_id)
+                self.store.owned_session(session_id, user_id)
             entry.last_used = time.monotonic()
             self.live.move_to_end(session_id)
             return session_id, entry.host.actor
         elif self.store.get_session(session_id) is None:
             self.store.create_session(user_id, session_id)
         else:
-            owned_session(self.store, session_id, user_id)
+            self.store.owned_session(session_id, user_id)
             self.counters["reactivations"] += 1
         pending = self.activating.get(session_id)
         if pending is not None:

@@ -14,10 +14,9 @@ from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
 from relay.app import build_app
-from relay.backend import Turn
+from relay.backend import StoredSessions, Turn
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Overloaded, as_relay_error
-from relay.local import owned_session
 from relay.request import ChatRequest
 from relay.store import open_store
 
@@ -33,7 +32,7 @@ def registered_app_name(provider_id: str) -> str:
     return f"relay-provider-{provider_id}"
 
 
-class RayBackend:
+class RayBackend(StoredSessions):
     def __init__(self, settings: RelaySettings, directory: DeploymentHandle) -> None:
         self.settings = settings
         self.directory = directory
@@ -89,16 +88,6 @@ class RayBackend:
             ray.cancel(stream)
 
         return close
-
-    async def messages(
-        self, session_id: str, user_id: str, *, limit: int | None, before: int | None
-    ) -> list[dict[str, Any]]:
-        owned_session(self.store, session_id, user_id)
-        return self.store.messages(session_id, limit=limit, before=before)
-
-    async def runs(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
-        owned_session(self.store, session_id, user_id)
-        return self.store.runs(session_id)
 
     async def register_provider(self, config: ProviderConfig) -> None:
         app_name = registered_app_name(config.provider_id)

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 from .config import ProviderConfig
 from .request import ChatRequest
+from .store import SQLiteStore
 
-__all__ = ["Backend", "Turn"]
+__all__ = ["Backend", "StoredSessions", "Turn"]
 
 
 @dataclass(slots=True)
@@ -37,3 +38,19 @@ class Backend(Protocol):
     async def register_provider(self, config: ProviderConfig) -> None: ...
 
     async def stats(self) -> dict[str, Any]: ...
+
+
+class StoredSessions:
+    """The read side every backend shares: history and runs come from the store, owner checked."""
+
+    store: SQLiteStore
+
+    async def messages(
+        self, session_id: str, user_id: str, *, limit: int | None, before: int | None
+    ) -> list[dict[str, Any]]:
+        self.store.owned_session(session_id, user_id)
+        return self.store.messages(session_id, limit=limit, before=before)
+
+    async def runs(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
+        self.store.owned_session(session_id, user_id)
+        return self.store.runs(session_id)

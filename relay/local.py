@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .backend import Turn
+from .backend import StoredSessions, Turn
 from .coalesce import LoadGauge, coalesce
 from .config import ProviderConfig, RelaySettings
 from .errors import NotFound
@@ -18,18 +18,10 @@ from .request import ChatRequest
 from .session import Session
 from .store import SQLiteStore, open_store
 
-__all__ = ["LocalBackend", "owned_session"]
+__all__ = ["LocalBackend"]
 
 
-def owned_session(store: SQLiteStore, session_id: str, user_id: str) -> dict[str, Any]:
-    """Another user's session answers exactly like a missing one: 404."""
-    session = store.get_session(session_id)
-    if session is None or session["user_id"] != user_id:
-        raise NotFound(f"Session '{session_id}' not found", param="session_id")
-    return session
-
-
-class LocalBackend:
+class LocalBackend(StoredSessions):
     def __init__(self, settings: RelaySettings, store: SQLiteStore | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings.store_url)
@@ -52,7 +44,7 @@ class LocalBackend:
         elif session_id not in self.sessions:
             if self.store.get_session(session_id) is None:
                 self.store.create_session(user_id, session_id)
-            owned_session(self.store, session_id, user_id)
+            self.store.owned_session(session_id, user_id)
             self.store.interrupt_running(session_id)
         session = self.sessions.setdefault(session_id, Session(self.store, session_id, user_id))
         if session.user_id != user_id:
@@ -68,16 +60,6 @@ class LocalBackend:
                 await batches.aclose()
 
         return Turn(session.session_id, batches, close)
-
-    async def messages(
-        self, session_id: str, user_id: str, *, limit: int | None, before: int | None
-    ) -> list[dict[str, Any]]:
-        owned_session(self.store, session_id, user_id)
-        return self.store.messages(session_id, limit=limit, before=before)
-
-    async def runs(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
-        owned_session(self.store, session_id, user_id)
-        return self.store.runs(session_id)
 
     async def register_provider(self, config: ProviderConfig) -> None:
         self.adapters[config.provider_id] = create_adapter(config)

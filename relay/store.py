@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from .errors import NotFound
+
 __all__ = ["SQLiteStore", "open_store", "new_id", "RUN_STATUSES"]
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed", "cancelled")
@@ -128,6 +130,13 @@ class SQLiteStore:
         session = rows[0]
         for key in _SESSION_JSON:
             session[key] = orjson.loads(session[key]) if session[key] is not None else None
+        return session
+
+    def owned_session(self, session_id: str, user_id: str) -> dict[str, Any]:
+        """Another user's session answers exactly like a missing one: 404."""
+        session = self.get_session(session_id)
+        if session is None or session["user_id"] != user_id:
+            raise NotFound(f"Session '{session_id}' not found", param="session_id")
         return session
 
     def count_sessions(self) -> int:
