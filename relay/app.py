@@ -37,8 +37,10 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _error_response(error: RelayError) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after else None
+def _error_response(error: RelayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if error.retry_after:
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
 
 
@@ -75,18 +77,17 @@ async def _first_batch(turn: Turn) -> list[dict[str, Any]]:
         raise
     if first and first[0]["type"] == "error":
         await turn.close()
-        raise _RunFailed(first[0])
+        raise _RunFailed(first[0], turn.session_id)
     return first
 
 
 class _RunFailed(Exception):
-    def __init__(self, event: dict[str, Any]) -> None:
+    """The run failed before its first token; the session (and its failed run) still exists."""
+
+    def __init__(self, event: dict[str, Any], session_id: str) -> None:
         super().__init__(event["message"])
         self.event = event
-
-
-def _failed_error(exc: _RunFailed) -> RelayError:
-    return from_event(exc.event)
+        self.session_id = session_id
 
 
 async def _encode(
@@ -155,7 +156,7 @@ class Ingress:
         if not body.stream:
             reply = await _collect(turn, first)
             if reply.error and not reply.text:
-                return _error_response(_failed_error(_RunFailed({"type": "error", **reply.error})))
+                return _error_response(from_event(reply.error), headers)
             return JSONResponse(openai_completion(reply, body.model), headers=headers)
         encoder = OpenAIChunkEncoder(body.model, include_usage=bool((body.stream_options or {}).get("include_usage")))
         return StreamingResponse(
@@ -262,7 +263,7 @@ async def _relay_error(request: Request, exc: Exception) -> Response:
 
 async def _run_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _RunFailed)
-    return _error_response(_failed_error(exc))
+    return _error_response(from_event(exc.event), {SESSION_HEADER: exc.session_id})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

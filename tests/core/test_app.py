@@ -126,6 +126,8 @@ async def test_an_error_before_any_token_gets_its_http_status(server: str) -> No
         )
         check_error(response, 429, None, "rate limit")
         assert response.headers["retry-after"] == "1"
+        runs = (await http.get(f"/api/sessions/{response.headers['x-session-id']}/runs")).json()["runs"]
+        assert runs[0]["status"] == "failed"  # the error response names the session that keeps the run
 
 
 async def test_other_users_session_is_not_found(server: str) -> None:

@@ -44,6 +44,8 @@ def relay(tmp_path_factory: pytest.TempPathFactory, fake_openai: tuple[FakeOpenA
             "base_url": upstream_url,
             "max_retries": 0,
         },
+        # Configured as when ANTHROPIC_API_KEY is set; its adapter is not built yet.
+        {"provider_id": "claude", "provider_type": "anthropic", "api_key_env": "RELAY_TEST_UNSET_KEY"},
     ]
     # Passivation is driven by the tests, never by a timer racing them.
     args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600}

@@ -197,6 +197,14 @@ async def test_runtime_registration_serves_a_new_pool(relay: Relay, http: httpx.
     check_error(duplicate, 400, "provider_id", "already registered")
 
 
+async def test_a_provider_without_an_adapter_deploys_and_answers_clearly(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/chat/completions", json={"model": "claude", **user("hello")})
+    check_error(response, 400, None, "no adapter for provider_type 'anthropic'")
+    assert "claude" in response.json()["error"]["message"]
+    failed = (await runs(http, response.headers["x-session-id"]))[0]
+    assert failed["status"] == "failed"  # the user message was stored before the call, and the run is kept
+
+
 @pytest.mark.parametrize(("name", "path", "body", "status", "param", "text"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 async def test_bad_input(
     http: httpx.AsyncClient, name: str, path: str, body: bytes, status: int, param: str | None, text: str
