@@ -128,6 +128,7 @@ class Ingress:
         self, settings: RelaySettings, directory: DeploymentHandle, pools: dict[str, DeploymentHandle]
     ) -> None:
         self.backend = RayBackend(settings, directory)
+        # Bound pools become deployments of this app; the session actors look them up by name.
         self.pools = pools
 
     def __serve_build_asgi_app__(self) -> DisconnectOnCancel:
