@@ -70,10 +70,3 @@ class LocalBackend(StoredSessions):
             "sessions": {"live": len(self.sessions), "pooled": 0, "stored": self.store.count_sessions()},
             "providers": [{"provider_id": c.provider_id, "replicas": 1} for c in self.configs],
         }
-
-    def passivate(self, session_id: str) -> bool:
-        session = self.sessions.get(session_id)
-        if session is None or session.busy:
-            return False
-        del self.sessions[session_id]
-        return True

@@ -16,7 +16,6 @@ class Reply:
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
     error: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event["type"]
@@ -38,8 +37,6 @@ class Reply:
             for key, value in event.items():
                 if key.endswith("_tokens"):
                     self.usage[key] = value
-        elif kind == "warning":
-            self.warnings.append(event["message"])
         elif kind == "error":
             self.error = {
                 key: event[key] for key in ("error_type", "message", "status_code", "retry_after") if key in event

@@ -71,9 +71,9 @@ class _ChatBase(BaseModel):
     provider_options: dict[str, Any] = Field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:
-        params = {key: getattr(self, key, None) for key in PASSTHROUGH}
         extra = self.model_extra or {}
-        params.update({key: extra[key] for key in PASSTHROUGH if key in extra})
+        params = {key: extra[key] for key in PASSTHROUGH if key in extra}
+        params["temperature"] = self.temperature
         max_tokens = self.max_completion_tokens or self.max_tokens
         if max_tokens:
             params["max_tokens"] = max_tokens

@@ -72,11 +72,9 @@ class Session:
             async for batch in open_stream(request.with_messages(list(self.history))):
                 if ttft is None:
                     ttft = time.monotonic() - started
-                if batch[-1]["type"] == "finish":
-                    reply.extend(batch)
+                reply.extend(batch)
+                if batch[-1]["type"] == "finish":  # the session sends its own, with run id and metrics
                     batch = batch[:-1]
-                else:
-                    reply.extend(batch)
                 if batch:
                     yield batch
             status = "completed" if reply.error is None else "failed"
