@@ -12,7 +12,8 @@ from ray.serve import Application
 
 from actors.directory import SessionDirectory
 from actors.ingress import Ingress
-from actors.provider_pool import ProviderPool, pool_name
+from actors.names import pool_name
+from actors.provider_pool import ProviderPool
 from relay.config import RelaySettings
 
 __all__ = ["app"]

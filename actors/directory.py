@@ -26,8 +26,13 @@ from ray import serve
 from ray.actor import ActorHandle
 
 from relay.config import ProviderConfig, RelaySettings, live_cap_for
+from relay.errors import Conflict, Overloaded
+from relay.providers import adapter_class
+from relay.registry import ProviderRegistry
 from relay.store import open_store
 
+from .names import registered_app_name
+from .provider_pool import deploy_registered_pool
 from .session_actor import SessionActor
 
 __all__ = ["SessionDirectory"]
@@ -52,7 +57,9 @@ class _Live:
 class SessionDirectory:
     async def __init__(self, settings: RelaySettings) -> None:
         self.settings = settings.sessions
+        self.coalesce = (settings.coalesce_base_s, settings.coalesce_per_window)
         self.store_url = settings.store_url
+        self.context = settings.context
         self.store = open_store(settings.store_url)
         self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
         self.live: OrderedDict[str, _Live] = OrderedDict()
@@ -60,12 +67,17 @@ class SessionDirectory:
         self.pool: list[tuple[ActorHandle, float]] = []  # (blank actor, pooled since)
         self.creating = 0
         self.activating: dict[str, asyncio.Future[_Host]] = {}
+        # Activations of each live session: more than one would be a double activation (dropped on passivation).
+        self.activation_counts: dict[str, int] = {}
         self.wanted = asyncio.Event()
         app_name = serve.get_replica_context().app_name
         self.providers: dict[str, ProviderConfig] = {
             p.provider_id: p.model_copy(update={"pool_app": app_name, "api_key": None}) for p in settings.providers
         }
+        self.registry = ProviderRegistry(self.store, settings)
         self.counters = {"activations": 0, "reactivations": 0, "passivations": 0, "created": 0, "cohosted": 0}
+        # Before the first request: registered providers must be routable as soon as the directory answers.
+        await self._restore_providers()
         self._tasks = [asyncio.create_task(self._grow()), asyncio.create_task(self._reap())]
 
     # activation
@@ -90,11 +102,11 @@ class SessionDirectory:
         future: asyncio.Future[_Host] = asyncio.get_running_loop().create_future()
         self.activating[session_id] = future
         try:
-            host = await self._place()
-            await host.actor.activate.remote(session_id, user_id)
+            host = await self._activate_somewhere(session_id, user_id)
             host.sessions.add(session_id)
             self.live[session_id] = _Live(host, user_id, time.monotonic())
             self.counters["activations"] += 1
+            self.activation_counts[session_id] = self.activation_counts.get(session_id, 0) + 1
             future.set_result(host)
             return session_id, host.actor
         except BaseException as exc:
@@ -103,6 +115,17 @@ class SessionDirectory:
             raise
         finally:
             del self.activating[session_id]
+
+    async def _activate_somewhere(self, session_id: str, user_id: str) -> _Host:
+        """Place and activate; an actor that turns out dead (its node is gone) is dropped and the next one tried."""
+        for _ in range(self.max_actors + 1):
+            host = await self._place()
+            try:
+                await host.actor.activate.remote(session_id, user_id)
+                return host
+            except ray.exceptions.RayActorError:
+                self._drop_host(host)
+        raise Overloaded("No session actor could be started; retry shortly", retry_after=1.0)
 
     async def _place(self) -> _Host:
         """A pooled actor, else co-host on the least loaded one while more start in the background."""
@@ -122,7 +145,9 @@ class SessionDirectory:
     async def _create(self) -> ActorHandle:
         self.creating += 1
         try:
-            actor = SessionActor.remote(self.store_url)
+            actor = SessionActor.options(resources=self.settings.actor_resources or None).remote(
+                self.store_url, self.context
+            )
             await actor.hosted.remote()
             self.counters["created"] += 1
             return actor
@@ -156,6 +181,9 @@ class SessionDirectory:
             try:
                 await self.passivate_idle(self.settings.idle_ttl_s)
                 self._trim_pool()
+                if self.settings.retention_days is not None:
+                    cutoff = time.time() - self.settings.retention_days * 86400
+                    self.store.delete_expired(cutoff, keep=lambda session_id: session_id in self.live)
                 excess = len(self.live) - self.settings.max_live_sessions
                 for session_id in list(self.live)[: max(0, excess)]:
                     await self._passivate(session_id, 0.0)
@@ -173,6 +201,7 @@ class SessionDirectory:
             self._drop_host(entry.host)
             return False
         self.live.pop(session_id, None)
+        self.activation_counts.pop(session_id, None)
         entry.host.sessions.discard(session_id)
         self.counters["passivations"] += 1
         if not entry.host.sessions:
@@ -186,6 +215,11 @@ class SessionDirectory:
         while len(self.pool) > self.settings.warm_pool_size and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
             ray.kill(self.pool.pop(0)[0])
 
+    async def evict(self, session_id: str) -> None:
+        """Take a session out of memory before it is deleted; a running turn makes that a 409."""
+        if session_id in self.live and not await self._passivate(session_id, 0.0):
+            raise Conflict(f"Session '{session_id}' has a turn running; retry when it ends", param="session_id")
+
     async def passivate_idle(self, min_idle_s: float) -> list[str]:
         """Passivate every live session idle for ``min_idle_s``; returns their ids."""
         return [sid for sid in list(self.live) if await self._passivate(sid, min_idle_s)]
@@ -193,14 +227,45 @@ class SessionDirectory:
     def _drop_host(self, host: _Host) -> None:
         for session_id in host.sessions:
             self.live.pop(session_id, None)
+            self.activation_counts.pop(session_id, None)
         if host in self.hosts:
             self.hosts.remove(host)
 
     async def forget(self, session_id: str, actor: ActorHandle) -> None:
-        """The ingress found this actor dead: its sessions restart from the store when next used."""
+        """The ingress found this actor dead: its sessions restart from the store when next used.
+
+        One death often means more (a lost node takes all its actors), so every other actor is checked too,
+        before the next activation can be placed on a corpse.
+        """
         entry = self.live.get(session_id)
         if entry is not None and entry.host.actor == actor:
             self._drop_host(entry.host)
+        await self._prune_dead()
+
+    async def _prune_dead(self) -> None:
+        async def alive(actor: ActorHandle) -> bool:
+            try:
+                await asyncio.wait_for(actor.hosted.remote(), timeout=5.0)
+            except (ray.exceptions.RayActorError, TimeoutError):
+                return False
+            return True
+
+        hosts = list(self.hosts)
+        for host, ok in zip(hosts, await asyncio.gather(*(alive(h.actor) for h in hosts)), strict=True):
+            if not ok:
+                self._drop_host(host)
+        pooled = [actor for actor, _ in self.pool]
+        dead = [actor for actor, ok in zip(pooled, await asyncio.gather(*map(alive, pooled)), strict=True) if not ok]
+        self.pool = [entry for entry in self.pool if entry[0] not in dead]  # _grow may have added some meanwhile
+        self.wanted.set()
+
+    def locate(self, session_id: str) -> ActorHandle | None:
+        """The actor hosting a live session (diagnostics and failure tests)."""
+        entry = self.live.get(session_id)
+        return entry.host.actor if entry else None
+
+    def activations(self, session_ids: list[str]) -> dict[str, int]:
+        return {session_id: self.activation_counts.get(session_id, 0) for session_id in session_ids}
 
     def actors(self) -> list[ActorHandle]:
         """Every session actor process, live or pooled (for benchmarks and diagnostics)."""
@@ -211,8 +276,43 @@ class SessionDirectory:
     def list_providers(self) -> list[ProviderConfig]:
         return list(self.providers.values())
 
-    def add_provider(self, config: ProviderConfig) -> None:
-        self.providers[config.provider_id] = config
+    async def register_provider(self, config: ProviderConfig) -> ProviderConfig:
+        """Deploy a pool as its own Serve app, then persist it; no restart of anything else."""
+        if config.provider_id in self.providers:
+            raise Conflict(f"Provider '{config.provider_id}' is already registered", param="provider_id")
+        adapter_class(config)  # an unknown provider_type is a 400 now, not a broken deployment
+        public = await self._deploy(config)
+        self.registry.save(config)
+        return public
+
+    async def unregister_provider(self, provider_id: str) -> None:
+        self.registry.delete(provider_id)
+        config = self.providers.pop(provider_id, None)
+        if config is not None and config.pool_app:
+            await asyncio.to_thread(serve.delete, config.pool_app)
+
+    async def _deploy(self, config: ProviderConfig) -> ProviderConfig:
+        app_name = await asyncio.to_thread(deploy_registered_pool, config, *self.coalesce)
+        public = config.model_copy(update={"pool_app": app_name, "api_key": None})
+        self.providers[config.provider_id] = public
+        return public
+
+    async def _restore_providers(self) -> None:
+        """Registered providers come back after a restart: redeploy the pools that are gone."""
+        running = set(serve.status().applications)
+        for config in self.registry.load():
+            if config.provider_id in self.providers:
+                continue
+            app_name = registered_app_name(config.provider_id)
+            try:
+                if app_name in running:
+                    self.providers[config.provider_id] = config.model_copy(
+                        update={"pool_app": app_name, "api_key": None}
+                    )
+                else:
+                    await self._deploy(config)
+            except Exception:
+                log.exception("restoring provider %s failed", config.provider_id)
 
     def stats(self) -> dict[str, Any]:
         stored = self.store.count_sessions()

@@ -16,20 +16,17 @@ from starlette.types import Message, Receive, Scope, Send
 from relay.app import build_app
 from relay.backend import StoredSessions, Turn
 from relay.config import ProviderConfig, RelaySettings
-from relay.errors import Overloaded, as_relay_error
+from relay.errors import Overloaded, RelayError
 from relay.request import ChatRequest
+from relay.runlog import RunNotLive
 from relay.store import open_store
 
-from .provider_pool import ProviderPool, pool_name
+from .names import pool_name
 from .session_actor import SessionMoved
 
-__all__ = ["DisconnectOnCancel", "Ingress", "RayBackend", "registered_app_name"]
+__all__ = ["DisconnectOnCancel", "Ingress", "RayBackend"]
 
 log = logging.getLogger("relay.ingress")
-
-
-def registered_app_name(provider_id: str) -> str:
-    return f"relay-provider-{provider_id}"
 
 
 class RayBackend(StoredSessions):
@@ -39,6 +36,7 @@ class RayBackend(StoredSessions):
         self.store = open_store(settings.store_url)
         self.active = 0
         self._providers: list[ProviderConfig] | None = None
+        self._handles: dict[tuple[str, str], DeploymentHandle] = {}
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         if self._providers is None or refresh:
@@ -46,10 +44,8 @@ class RayBackend(StoredSessions):
         return self._providers
 
     async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn:
-        config = next(p for p in await self.providers() if p.provider_id == request.provider)
-        request.pool_app = config.pool_app
         request.load_hint = self.active + 1
-        for _ in range(3):
+        for _ in range(5):
             session_id, actor = await self.directory.activate.remote(session_id, user_id)
             stream = actor.chat.remote(session_id, request)
             try:
@@ -64,18 +60,28 @@ class RayBackend(StoredSessions):
             except BaseException:
                 ray.cancel(stream)
                 raise
-            return Turn(session_id, self._batches(first, stream), self._closer(stream))
+            return Turn(session_id, self._batches(session_id, actor, first, stream), self._closer(stream))
         raise Overloaded(f"Session '{session_id}' could not be activated; retry shortly", retry_after=1.0)
 
-    async def _batches(self, first: list[dict[str, Any]], stream: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _batches(
+        self, session_id: str, actor: Any, first: list[dict[str, Any]], stream: Any
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         self.active += 1
+        seen: list[str] = []  # the text this caller received, kept in case the actor dies with it
         try:
-            yield first
-            async for ref in stream:
+            batch = first
+            while True:
+                seen.extend(event["content"] for event in batch if event["type"] == "text-delta")
+                yield batch
                 try:
-                    yield await ref
+                    batch = await (await anext(stream))
+                except StopAsyncIteration:
+                    return
                 except ray.exceptions.RayActorError:
-                    error = as_relay_error(RuntimeError("session actor died"))
+                    # The actor (or its node) died mid-run: record what the caller saw, and answer like any failure.
+                    self.store.interrupt_running(session_id, output="".join(seen))
+                    await self.directory.forget.remote(session_id, actor)
+                    error = RelayError("the session actor stopped mid-run; send the next message to continue")
                     yield [error.to_event(), {"type": "finish", "reason": "error"}]
                     return
         finally:
@@ -89,35 +95,97 @@ class RayBackend(StoredSessions):
 
         return close
 
+    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+        actor = await self.directory.locate.remote(session_id)
+        if actor is None:
+            raise RunNotLive(run_id)
+        stream = actor.tail.remote(session_id, run_id, after)
+        try:
+            first = await (await anext(stream))
+        except StopAsyncIteration:
+            first = []
+        except (RunNotLive, ray.exceptions.RayActorError):
+            raise RunNotLive(run_id) from None
+
+        async def batches() -> AsyncIterator[list[dict[str, Any]]]:
+            try:
+                if first:
+                    yield first
+                async for ref in stream:
+                    yield await ref
+            finally:
+                ray.cancel(stream)
+
+        return batches()
+
+    async def evict(self, session_id: str) -> None:
+        await self.directory.evict.remote(session_id)
+
     async def register_provider(self, config: ProviderConfig) -> None:
-        app_name = registered_app_name(config.provider_id)
-        pool = ProviderPool.options(
-            name=pool_name(config.provider_id),
-            num_replicas=config.num_replicas,
-            max_ongoing_requests=config.max_ongoing_requests,
-        )
-        app = pool.bind(config, self.settings.coalesce_base_s, self.settings.coalesce_per_window)
-        await asyncio.to_thread(serve.run, app, name=app_name, route_prefix=None)
-        await self.directory.add_provider.remote(config.model_copy(update={"pool_app": app_name, "api_key": None}))
+        await self.directory.register_provider.remote(config)
         self._providers = None
 
-    async def stats(self) -> dict[str, Any]:
-        sessions = await self.directory.stats.remote()
+    async def unregister_provider(self, provider_id: str) -> None:
+        await self.directory.unregister_provider.remote(provider_id)
+        self._providers = None
+
+    def _pool(self, provider: ProviderConfig) -> DeploymentHandle:
+        key = (provider.pool_app or "relay", pool_name(provider.provider_id))
+        if key not in self._handles:
+            self._handles[key] = serve.get_deployment_handle(key[1], app_name=key[0])
+        return self._handles[key]
+
+    async def provider_health(self) -> list[dict[str, Any]]:
+        providers = await self.providers(refresh=True)
+        replicas = {pool["provider_id"]: pool for pool in self._pool_status(providers)}
+
+        async def check(provider: ProviderConfig) -> dict[str, Any]:
+            try:
+                health = await asyncio.wait_for(self._pool(provider).health.remote(), timeout=10.0)
+            except Exception as exc:
+                health = {
+                    "provider_id": provider.provider_id,
+                    "provider_type": provider.provider_type,
+                    "reachable": False,
+                    "ok": False,
+                    "error": f"pool did not answer: {type(exc).__name__}",
+                }
+            return health | {"replicas": replicas[provider.provider_id]["replicas"]}
+
+        return list(await asyncio.gather(*(check(p) for p in providers)))
+
+    @staticmethod
+    def _pool_status(providers: list[ProviderConfig]) -> list[dict[str, Any]]:
         status = serve.status()
         pools = []
-        for provider in await self.providers(refresh=True):
+        for provider in providers:
             app = status.applications.get(provider.pool_app or "")
             deployment = app.deployments.get(pool_name(provider.provider_id)) if app else None
-            replicas = deployment.replica_states.get("RUNNING", 0) if deployment else 0
             pools.append(
                 {
                     "provider_id": provider.provider_id,
                     "provider_type": provider.provider_type,
                     "app": provider.pool_app,
-                    "replicas": replicas,
+                    "replicas": deployment.replica_states.get("RUNNING", 0) if deployment else 0,
                     "status": str(deployment.status.value) if deployment else "MISSING",
                 }
             )
+        return pools
+
+    async def stats(self) -> dict[str, Any]:
+        sessions = await self.directory.stats.remote()
+        providers = await self.providers(refresh=True)
+        pools = self._pool_status(providers)
+
+        async def counters(provider: ProviderConfig) -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(self._pool(provider).stats.remote(), timeout=5.0)
+            except Exception:
+                return {}
+
+        # one replica answers per pool: with several replicas these are that replica's counters
+        for pool, numbers in zip(pools, await asyncio.gather(*map(counters, providers)), strict=True):
+            pool.update({key: value for key, value in numbers.items() if key != "provider_id"})
         return {"sessions": sessions, "providers": pools, "ingress_active_streams": self.active}
 
 

@@ -16,11 +16,13 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from relay.context import ContextSettings
 from relay.request import ChatRequest
+from relay.runlog import RunNotLive
 from relay.session import Session
-from relay.store import SQLiteStore, open_store
+from relay.store import Store, open_store
 
-from .provider_pool import pool_name
+from .names import pool_name
 
 __all__ = ["SessionActor", "SessionMoved"]
 
@@ -31,20 +33,28 @@ class SessionMoved(Exception):
 
 @ray.remote(num_cpus=0)
 class SessionActor:
-    def __init__(self, store_url: str) -> None:
-        self.store: SQLiteStore = open_store(store_url)
+    def __init__(self, store_url: str, context: ContextSettings) -> None:
+        self.store: Store = open_store(store_url)
+        self.context = context
         self.sessions: dict[str, Session] = {}
         self.handles: dict[tuple[str, str], DeploymentHandle] = {}
 
     def activate(self, session_id: str, user_id: str) -> None:
         self.store.interrupt_running(session_id)
-        self.sessions[session_id] = Session(self.store, session_id, user_id)
+        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context)
 
     async def chat(self, session_id: str, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionMoved(session_id)
         async for batch in session.chat(request, self._open_stream):
+            yield batch
+
+    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise RunNotLive(run_id)
+        async for batch in session.tail(run_id, after):
             yield batch
 
     async def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
@@ -74,3 +84,6 @@ class SessionActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()

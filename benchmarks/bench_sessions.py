@@ -1,6 +1,6 @@
 """Session-path costs on the echo provider, measured side by side in one run.
 
-    .venv/bin/python benchmarks/bench_sessions.py [--rounds N]
+    .venv/bin/python benchmarks/bench_sessions.py [--rounds N] [--store postgresql://…]
 
 Starts its own local Ray cluster and Serve app (from config/serve.yaml) and prints:
 1. TTFT through Relay against the echo adapter called in-process (the floor);
@@ -111,12 +111,15 @@ async def measure(rounds: int) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--store", default=None, help="store URL (default: SQLite in a temp dir), e.g. postgresql://…")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         config = load_serve_config(ROOT / "config" / "serve.yaml", host="127.0.0.1", port=PORT, data_dir=Path(data_dir))
         app_args: dict[str, Any] = config["applications"][0]["args"]
         app_args["providers"] = [{"provider_id": "echo", "provider_type": "echo", "model": "echo", "options": ECHO}]
         app_args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600}
+        if args.store:
+            app_args["store_url"] = args.store
         ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
         try:
             deploy_config(config)

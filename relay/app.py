@@ -2,29 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import hmac
 import logging
+import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import orjson
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .backend import Backend, Turn
 from .config import ProviderConfig
-from .encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, openai_completion
-from .errors import InvalidRequest, NotFound, RelayError, as_relay_error, from_event
+from .encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, encode_text, openai_completion
+from .errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RelayError,
+    as_relay_error,
+    from_event,
+)
+from .http import USER_HEADER, caller, error_response, int_param, read_json
+from .media import MediaPolicy, normalize_messages
+from .modes import GeneratorMode, apply_mode, check_mode, interleave
+from .providers import adapter_class
 from .reply import Reply
+from .request import ChatRequest, Target
+from .runlog import RunNotLive
 from .schemas import (
     ChatCompletionBody,
+    MessagesBody,
     RegisterProviderBody,
     StreamingChatBody,
+    _ChatBase,
     parse_body,
     to_chat_request,
+    validation_error,
+)
+from .sessions_api import session_routes
+from .websocket import WebSocketManager
+from .wire.anthropic import (
+    AnthropicEncoder,
+    anthropic_error_body,
+    anthropic_message,
+    from_anthropic_messages,
+    from_anthropic_params,
 )
 
 __all__ = ["build_app", "SESSION_HEADER", "USER_HEADER"]
@@ -32,26 +64,8 @@ __all__ = ["build_app", "SESSION_HEADER", "USER_HEADER"]
 log = logging.getLogger("relay.ingress")
 
 SESSION_HEADER = "X-Session-Id"
-USER_HEADER = "X-User-Id"
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _error_response(error: RelayError, headers: dict[str, str] | None = None) -> JSONResponse:
-    headers = dict(headers or {})
-    if error.retry_after:
-        headers["Retry-After"] = str(max(1, round(error.retry_after)))
-    return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
-
-
-async def _json(request: Request) -> Any:
-    body = await request.body()
-    if not body:
-        raise InvalidRequest("The request body is empty; send a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
 
 
 def _session_id(value: str | None) -> str | None:
@@ -62,23 +76,29 @@ def _session_id(value: str | None) -> str | None:
     return value
 
 
-def _user_id(request: Request, fallback: str | None) -> str:
-    return request.headers.get(USER_HEADER) or fallback or "anonymous"
-
-
 async def _first_batch(turn: Turn) -> list[dict[str, Any]]:
-    """Wait for the first batch before the headers go out, so an early failure gets its real status."""
+    """Wait for the first content before the headers go out, so an early failure gets its real status.
+
+    Status events (retrying, fallback) that come before it are held and sent with it.
+    """
+    held: list[dict[str, Any]] = []
     try:
-        first = await anext(turn.batches)
-    except StopAsyncIteration:
-        return []
+        while True:
+            try:
+                batch = await anext(turn.batches)
+            except StopAsyncIteration:
+                return held
+            held.extend(batch)
+            if any(event["type"] != "status" for event in batch):
+                break
     except BaseException:
         await turn.close()
         raise
-    if first and first[0]["type"] == "error":
+    first = next(event for event in held if event["type"] != "status")
+    if first["type"] == "error":
         await turn.close()
-        raise _RunFailed(first[0], turn.session_id)
-    return first
+        raise _RunFailed(first, turn.session_id)
+    return held
 
 
 class _RunFailed(Exception):
@@ -90,16 +110,23 @@ class _RunFailed(Exception):
         self.session_id = session_id
 
 
+async def _chain(first: list[dict[str, Any]], turn: Turn) -> AsyncIterator[list[dict[str, Any]]]:
+    if first:
+        yield first
+    async for batch in turn.batches:
+        yield batch
+
+
 async def _encode(
-    turn: Turn, first: list[dict[str, Any]], encode: Callable[[list[dict[str, Any]]], bytes]
+    batches: AsyncIterator[list[dict[str, Any]]],
+    close: Callable[[], Awaitable[None]],
+    encode: Callable[[list[dict[str, Any]]], bytes],
 ) -> AsyncIterator[bytes]:
     try:
-        if first:
-            yield encode(first)
-        async for batch in turn.batches:
+        async for batch in batches:
             yield encode(batch)
     finally:
-        await turn.close()
+        await close()
 
 
 async def _collect(turn: Turn, first: list[dict[str, Any]]) -> Reply:
@@ -116,9 +143,41 @@ async def _collect(turn: Turn, first: list[dict[str, Any]]) -> Reply:
 class Ingress:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        settings = backend.settings
+        self.media = MediaPolicy(tuple(Path(d) for d in settings.media_dirs))
+        self.admin_key_env = settings.admin_key_env
+        self.configured = {p.provider_id for p in settings.providers}
+        self.websockets: WebSocketManager | None = None
+        self.draining: set[asyncio.Task[None]] = set()
+
+    def _require_admin(self, request: Request) -> None:
+        """Admin routes need the admin key when one is configured; on the loopback default the local user is admin."""
+        expected = os.environ.get(self.admin_key_env)
+        if not expected:
+            return
+        header = request.headers.get("authorization", "")
+        supplied = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-admin-key", "")
+        if not supplied:
+            raise AuthenticationFailed("This route needs the admin key: send 'Authorization: Bearer <key>'")
+        if not hmac.compare_digest(supplied.encode(), expected.encode()):
+            raise PermissionDenied("The admin key is not valid")
+
+    async def chat_request(self, body: _ChatBase, model: str | None, provider_id: str | None) -> ChatRequest:
+        """Resolve the provider and its fallback chain, and refuse unsupported features before any upstream call."""
+        provider, resolved = await self._resolve(model, provider_id)
+        chat = to_chat_request(body, provider=provider.provider_id, model=resolved, media=self.media)
+        chat.pool_app = provider.pool_app
+        for i, name in enumerate(body.fallbacks or provider.fallbacks):
+            try:
+                fallback, fallback_model = await self._resolve(name, None)
+            except NotFound:
+                raise InvalidRequest(f"Unknown fallback provider '{name}'", param=f"fallbacks[{i}]") from None
+            chat.fallbacks.append(Target(fallback.provider_id, fallback_model, fallback.pool_app))
+        adapter_class(provider).check_features(provider, chat)
+        return chat
 
     async def _resolve(self, model: str | None, provider_id: str | None) -> tuple[ProviderConfig, str]:
-        """``provider_id`` names a pool; ``model`` names a pool or one of its models."""
+        """``provider_id`` names a pool; ``model`` names a pool, ``pool/upstream-model``, or a pool's model."""
         for refresh in (False, True):
             providers = await self.backend.providers(refresh=refresh)
             if provider_id:
@@ -129,6 +188,10 @@ class Ingress:
                 found = next((p for p in providers if p.provider_id == model), None)
                 if found:
                     return found, found.default_model
+                prefix, _, rest = model.partition("/")
+                found = next((p for p in providers if rest and p.provider_id == prefix), None)
+                if found:  # "provider/model", as LiteLLM spells it
+                    return found, rest
                 found = next((p for p in providers if p.serves(model)), None)
                 if found:
                     return found, model
@@ -141,36 +204,45 @@ class Ingress:
         )
 
     async def chat_completions(self, request: Request) -> Response:
-        body = parse_body(ChatCompletionBody, await _json(request))
+        body = parse_body(ChatCompletionBody, await read_json(request))
         if body.stream_options is not None and not body.stream:
             raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
-        provider, model = await self._resolve(body.model, None)
-        chat = to_chat_request(body, provider=provider.provider_id, model=model)
+        chat = await self.chat_request(body, body.model, None)
         turn = await self.backend.open_turn(
             session_id=_session_id(request.headers.get(SESSION_HEADER)),
-            user_id=_user_id(request, body.user),
+            user_id=caller(request, body.user),
             request=chat,
         )
         headers = {SESSION_HEADER: turn.session_id}
         first = await _first_batch(turn)
         if not body.stream:
             reply = await _collect(turn, first)
-            if reply.error and not reply.text:
-                return _error_response(from_event(reply.error), headers)
+            if reply.error:  # a non-streamed reply is whole or an error; partial text stays in the stored run
+                return error_response(from_event(reply.error), headers)
             return JSONResponse(openai_completion(reply, body.model), headers=headers)
         encoder = OpenAIChunkEncoder(body.model, include_usage=bool((body.stream_options or {}).get("include_usage")))
         return StreamingResponse(
-            _encode(turn, first, encoder.encode), media_type="text/event-stream", headers=headers | SSE_HEADERS
+            _encode(_chain(first, turn), turn.close, encoder.encode),
+            media_type="text/event-stream",
+            headers=headers | SSE_HEADERS,
         )
 
     async def streaming_chat(self, request: Request) -> Response:
-        body = parse_body(StreamingChatBody, await _json(request))
-        provider, model = await self._resolve(body.model, body.provider_id)
-        chat = to_chat_request(body, provider=provider.provider_id, model=model)
+        body = parse_body(StreamingChatBody, await read_json(request))
+        user_id = caller(request, body.user_id)
         session_id = _session_id(body.session_id or request.headers.get(SESSION_HEADER))
-        turn = await self.backend.open_turn(
-            session_id=session_id, user_id=_user_id(request, body.user_id), request=chat
-        )
+        generator = body.generator()
+        check_mode(generator)
+        if generator.mode == GeneratorMode.INTERLEAVED:
+            return await self._interleaved(body, user_id, session_id)
+        chat = await self.chat_request(body, body.model, body.provider_id)
+        opening = self.backend.open_turn(session_id=session_id, user_id=user_id, request=chat)
+        if body.resumable:
+            # Opened outside the request's context: the run must not be a child that the request's cancellation
+            # reaches when its caller drops (Ray Serve cancels a request's sub-tasks recursively).
+            turn = await asyncio.create_task(opening, context=contextvars.Context())
+        else:
+            turn = await opening
         headers = {SESSION_HEADER: turn.session_id}
         first = await _first_batch(turn)
         if body.stream_format == "json":
@@ -181,16 +253,131 @@ class Ingress:
                 "finish_reason": reply.finish_reason,
                 "reasoning_content": reply.reasoning_content or None,
                 "tool_calls": reply.tool_call_list(),
+                "citations": reply.citations,
                 "usage": reply.usage,
                 "error": reply.error,
             }
-            return JSONResponse(finish, headers=headers)
-        if body.stream_format == "ndjson":
-            return StreamingResponse(
-                _encode(turn, first, encode_ndjson), media_type="application/x-ndjson", headers=headers
-            )
+            status = reply.error.get("status_code", 502) if reply.error else 200
+            return JSONResponse(finish, status_code=status, headers=headers)
+        batches = apply_mode(_chain(first, turn), generator)
+        if body.resumable:
+            return _stream_response(self._detached(batches, turn), _noop, body.stream_format, headers)
+        return _stream_response(batches, turn.close, body.stream_format, headers)
+
+    def _detached(
+        self, batches: AsyncIterator[list[dict[str, Any]]], turn: Turn
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """For a resumable run: a task of its own consumes the run, so a dropped caller cannot cancel it."""
+        queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for batch in batches:
+                    queue.put_nowait(batch)
+            finally:
+                queue.put_nowait(None)
+                await turn.close()
+
+        task = asyncio.create_task(pump())
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
+
+        async def read() -> AsyncIterator[list[dict[str, Any]]]:
+            while (batch := await queue.get()) is not None:
+                yield batch
+
+        return read()
+
+    async def run_events(self, run_id: str, user_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+        """A run's events after ``after``: the live tail while it streams, else replayed from the store."""
+        run = self.backend.store.get_run(run_id)
+        if run is None or (self.backend.store.get_session(run["session_id"]) or {}).get("user_id") != user_id:
+            raise NotFound(f"Run '{run_id}' not found", param="run_id")
+        if run["status"] == "running":
+            try:
+                return await self.backend.tail(run["session_id"], run_id, after)
+            except RunNotLive:
+                pass
+        replay = self.backend.store.run_events(run_id, after)
+
+        async def once() -> AsyncIterator[list[dict[str, Any]]]:
+            if replay:
+                yield replay
+
+        return once()
+
+    async def resume(self, request: Request) -> Response:
+        """``Last-Event-ID`` (or ``?after=``): the events the caller missed, then the live tail."""
+        header = request.headers.get("last-event-id")
+        if header is not None and not header.isdigit():
+            raise InvalidRequest("Last-Event-ID must be an event id from this run", param="Last-Event-ID")
+        after = int(header) if header is not None else (int_param(request, "after", 0, None) or 0)
+        batches = await self.run_events(request.path_params["run_id"], caller(request), after)
+
         return StreamingResponse(
-            _encode(turn, first, encode_sse), media_type="text/event-stream", headers=headers | SSE_HEADERS
+            _encode(batches, _noop, encode_sse), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+
+    async def _interleaved(self, body: StreamingChatBody, user_id: str, session_id: str | None) -> Response:
+        """One request to every provider in ``provider_ids``, each in its own session, merged as they stream."""
+        if len(body.provider_ids) < 2:
+            raise InvalidRequest("interleaved mode needs at least two provider_ids", param="provider_ids")
+        if body.stream_format == "json":
+            raise InvalidRequest("interleaved mode streams: use sse, ndjson or text", param="stream_format")
+        turns: dict[str, Turn] = {}
+        try:
+            for provider_id in body.provider_ids:
+                chat = await self.chat_request(body, None, provider_id)
+                per_provider = f"{session_id}.{provider_id}" if session_id else None
+                turns[provider_id] = await self.backend.open_turn(
+                    session_id=per_provider, user_id=user_id, request=chat
+                )
+        except BaseException:
+            await asyncio.gather(*(turn.close() for turn in turns.values()))
+            raise
+
+        async def close() -> None:
+            await asyncio.gather(*(turn.close() for turn in turns.values()))
+
+        headers = {SESSION_HEADER: ",".join(turn.session_id for turn in turns.values())}
+        merged = interleave({provider: turn.batches for provider, turn in turns.items()})
+        return _stream_response(merged, close, body.stream_format, headers)
+
+    async def anthropic_messages(self, request: Request) -> Response:
+        """The Anthropic Messages API over any pool; errors in Anthropic's shape, not OpenAI's."""
+        try:
+            body = parse_body(MessagesBody, await read_json(request))
+            provider, model = await self._resolve(body.model, None)
+            chat = ChatRequest(
+                provider=provider.provider_id,
+                model=model,
+                pool_app=provider.pool_app,
+                messages=normalize_messages(from_anthropic_messages(body.system, body.messages), self.media),
+                params=from_anthropic_params(body.model_dump()),
+                user=(body.metadata or {}).get("user_id"),
+            )
+            adapter_class(provider).check_features(provider, chat)
+            turn = await self.backend.open_turn(
+                session_id=_session_id(request.headers.get(SESSION_HEADER)), user_id=caller(request), request=chat
+            )
+            headers = {SESSION_HEADER: turn.session_id}
+            first = await _first_batch(turn)
+        except _RunFailed as failed:
+            return _anthropic_error(from_event(failed.event), {SESSION_HEADER: failed.session_id})
+        except Exception as exc:
+            if not isinstance(exc, RelayError):
+                log.exception("unhandled error on POST /v1/messages")
+            return _anthropic_error(as_relay_error(exc))
+        if not body.stream:
+            reply = await _collect(turn, first)
+            if reply.error:
+                return _anthropic_error(from_event(reply.error), headers)
+            return JSONResponse(anthropic_message(reply, body.model), headers=headers)
+        encoder = AnthropicEncoder(body.model)
+        return StreamingResponse(
+            _encode(_chain(first, turn), turn.close, encoder.encode),
+            media_type="text/event-stream",
+            headers=headers | SSE_HEADERS,
         )
 
     async def models(self, request: Request) -> Response:
@@ -200,70 +387,102 @@ class Ingress:
                 data.append({"id": model, "object": "model", "created": 0, "owned_by": provider.provider_id})
         return JSONResponse({"object": "list", "data": data})
 
-    async def session_messages(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", 1, 1000)
-        before = _int_param(request, "before", 0, None)
-        messages = await self.backend.messages(
-            request.path_params["session_id"], _user_id(request, None), limit=limit, before=before
-        )
-        return JSONResponse({"session_id": request.path_params["session_id"], "messages": messages})
-
-    async def session_runs(self, request: Request) -> Response:
-        runs = await self.backend.runs(request.path_params["session_id"], _user_id(request, None))
-        return JSONResponse({"session_id": request.path_params["session_id"], "runs": runs})
-
     async def register_provider(self, request: Request) -> Response:
-        body = parse_body(RegisterProviderBody, await _json(request))
-        if any(p.provider_id == body.provider_id for p in await self.backend.providers(refresh=True)):
-            raise InvalidRequest(f"Provider '{body.provider_id}' is already registered", param="provider_id")
-        config = ProviderConfig(
-            provider_id=body.provider_id,
-            provider_type=body.provider_type,
-            model=body.model_name,
-            base_url=body.base_url,
-            api_key=body.api_key,
-            num_replicas=body.num_replicas,
-            max_ongoing_requests=body.max_ongoing_requests,
-            options=body.options,
-        )
+        self._require_admin(request)
+        body = parse_body(RegisterProviderBody, await read_json(request))
+        try:
+            config = body.to_config()
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        if any(p.provider_id == config.provider_id for p in await self.backend.providers(refresh=True)):
+            raise Conflict(f"Provider '{config.provider_id}' is already registered", param="provider_id")
+        adapter_class(config)
         await self.backend.register_provider(config)
-        return JSONResponse(
-            {
-                "provider_id": config.provider_id,
-                "provider_type": config.provider_type,
-                "model": config.default_model,
-                "status": "registered",
-            },
-            status_code=201,
-        )
+        return JSONResponse(_public(config, self.configured) | {"status": "registered"}, status_code=201)
+
+    async def list_providers(self, request: Request) -> Response:
+        providers = await self.backend.providers(refresh=True)
+        return JSONResponse({"object": "list", "data": [_public(p, self.configured) for p in providers]})
+
+    async def delete_provider(self, request: Request) -> Response:
+        self._require_admin(request)
+        provider_id = request.path_params["provider_id"]
+        await self.backend.unregister_provider(provider_id)
+        return JSONResponse({"provider_id": provider_id, "status": "deleted"})
+
+    async def provider_health(self, request: Request) -> Response:
+        pools = await self.backend.provider_health()
+        return JSONResponse({"status": "ok" if all(p["ok"] for p in pools) else "degraded", "providers": pools})
 
     async def stats(self, request: Request) -> Response:
-        return JSONResponse(await self.backend.stats())
+        """The seed's ``get_system_stats``: sessions, actors, pools, WebSocket connections."""
+        stats = await self.backend.stats()
+        if self.websockets is not None:
+            stats["websocket"] = self.websockets.get_statistics()
+        return JSONResponse(stats)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
 
-def _int_param(request: Request, name: str, low: int, high: int | None) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
+async def _noop() -> None:
+    return None
+
+
+def _anthropic_error(error: RelayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(anthropic_error_body(error), status_code=error.status_code, headers=headers)
+
+
+def _stream_response(
+    batches: AsyncIterator[list[dict[str, Any]]],
+    close: Callable[[], Awaitable[None]],
+    stream_format: str,
+    headers: dict[str, str],
+) -> StreamingResponse:
+    if stream_format == "ndjson":
+        return StreamingResponse(
+            _encode(batches, close, encode_ndjson), media_type="application/x-ndjson", headers=headers
+        )
+    if stream_format == "text":
+        return StreamingResponse(
+            _encode(batches, close, encode_text), media_type="text/plain; charset=utf-8", headers=headers
+        )
+    return StreamingResponse(
+        _encode(batches, close, encode_sse), media_type="text/event-stream", headers=headers | SSE_HEADERS
+    )
+
+
+def _public(config: ProviderConfig, configured: set[str]) -> dict[str, Any]:
+    """What callers may see of a provider: never its key, only the variable that holds one."""
+    return {
+        "provider_id": config.provider_id,
+        "provider_type": config.provider_type,
+        "model": config.default_model,
+        "models": config.models,
+        "base_url": config.base_url,
+        "api_key_env": config.api_key_env,
+        "fallbacks": config.fallbacks,
+        "features": sorted(adapter_class(config).features_for(config)) if _has_adapter(config) else [],
+        "num_replicas": config.num_replicas,
+        "registered": config.provider_id not in configured,
+    }
+
+
+def _has_adapter(config: ProviderConfig) -> bool:
     try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"'{name}' must be an integer", param=name) from None
-    if value < low or (high is not None and value > high):
-        raise InvalidRequest(f"'{name}' must be between {low} and {high or 'any'}", param=name)
-    return value
+        adapter_class(config)
+    except RelayError:
+        return False
+    return True
 
 
 async def _relay_error(request: Request, exc: Exception) -> Response:
-    return _error_response(as_relay_error(exc))
+    return error_response(as_relay_error(exc))
 
 
 async def _run_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _RunFailed)
-    return _error_response(from_event(exc.event), {SESSION_HEADER: exc.session_id})
+    return error_response(from_event(exc.event), {SESSION_HEADER: exc.session_id})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -282,18 +501,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _error_response(RelayError("Internal server error"))
+    return error_response(RelayError("Internal server error"))
 
 
 def build_app(backend: Backend) -> Starlette:
     ingress = Ingress(backend)
-    routes = [
+    websockets = WebSocketManager(ingress)
+    ingress.websockets = websockets
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/api/streaming/ws/{user_id}", websockets.handle),
         Route("/v1/chat/completions", ingress.chat_completions, methods=["POST"]),
         Route("/v1/models", ingress.models, methods=["GET"]),
+        Route("/v1/messages", ingress.anthropic_messages, methods=["POST"]),
         Route("/api/streaming/chat", ingress.streaming_chat, methods=["POST"]),
+        Route("/api/streaming/runs/{run_id}/events", ingress.resume, methods=["GET"]),
+        Route("/api/streaming/providers", ingress.list_providers, methods=["GET"]),
         Route("/api/streaming/providers/register", ingress.register_provider, methods=["POST"]),
-        Route("/api/sessions/{session_id}/messages", ingress.session_messages, methods=["GET"]),
-        Route("/api/sessions/{session_id}/runs", ingress.session_runs, methods=["GET"]),
+        Route("/api/streaming/providers/health", ingress.provider_health, methods=["GET"]),
+        Route("/api/streaming/providers/{provider_id}", ingress.delete_provider, methods=["DELETE"]),
+        *session_routes(backend),
         Route("/api/stats", ingress.stats, methods=["GET"]),
         Route("/healthz", ingress.healthz, methods=["GET"]),
     ]

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import ProviderConfig
+from .config import ProviderConfig, RelaySettings
 from .request import ChatRequest
-from .store import SQLiteStore
+from .store import Store
 
 __all__ = ["Backend", "StoredSessions", "Turn"]
 
@@ -25,32 +25,40 @@ class Turn:
 
 
 class Backend(Protocol):
+    settings: RelaySettings
+
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]: ...
 
     async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn: ...
 
-    async def messages(
-        self, session_id: str, user_id: str, *, limit: int | None, before: int | None
-    ) -> list[dict[str, Any]]: ...
+    store: Store
 
-    async def runs(self, session_id: str, user_id: str) -> list[dict[str, Any]]: ...
+    async def delete_session(self, session_id: str, user_id: str) -> None:
+        """Passivate the session if it is live (409 while a turn runs), then delete it from the store."""
 
-    async def register_provider(self, config: ProviderConfig) -> None: ...
+    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+        """A running run's events after ``after``, then live; raises ``RunNotLive`` to send the caller to the store."""
+
+    async def register_provider(self, config: ProviderConfig) -> None:
+        """Deploy a pool for ``config`` and persist it (key sealed); it survives restarts."""
+
+    async def unregister_provider(self, provider_id: str) -> None: ...
+
+    async def provider_health(self) -> list[dict[str, Any]]:
+        """``health_check_all``: per pool, reachability, latency, breaker state and replicas."""
 
     async def stats(self) -> dict[str, Any]: ...
 
 
 class StoredSessions:
-    """The read side every backend shares: history and runs come from the store, owner checked."""
+    """What every backend shares: deletion goes through ``evict`` (the live copy) and then the store."""
 
-    store: SQLiteStore
+    store: Store
 
-    async def messages(
-        self, session_id: str, user_id: str, *, limit: int | None, before: int | None
-    ) -> list[dict[str, Any]]:
+    async def evict(self, session_id: str) -> None:
+        raise NotImplementedError
+
+    async def delete_session(self, session_id: str, user_id: str) -> None:
         self.store.owned_session(session_id, user_id)
-        return self.store.messages(session_id, limit=limit, before=before)
-
-    async def runs(self, session_id: str, user_id: str) -> list[dict[str, Any]]:
-        self.store.owned_session(session_id, user_id)
-        return self.store.runs(session_id)
+        await self.evict(session_id)
+        self.store.delete_session(session_id, user_id)

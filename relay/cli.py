@@ -43,6 +43,12 @@ def load_serve_config(path: Path, *, host: str | None, port: int | None, data_di
     http.setdefault("port", 8000)
     for application in config.get("applications", []):
         args = application.setdefault("args", {})
+        for provider in args.get("providers") or ():
+            if "api_key" in provider:
+                raise ValueError(
+                    f"{path}: provider '{provider.get('provider_id')}' has an api_key in the file; put the key in "
+                    "an environment variable and name it with api_key_env"
+                )
         url = args.get("store_url", "sqlite:///relay.db")
         prefix = "sqlite:///"
         if url.startswith(prefix) and not Path(url[len(prefix) :]).is_absolute():
@@ -57,7 +63,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    config = load_serve_config(config_path, host=args.host, port=args.port, data_dir=data_dir)
+    try:
+        config = load_serve_config(config_path, host=args.host, port=args.port, data_dir=data_dir)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     host, port = config["http_options"]["host"], config["http_options"]["port"]
     if not is_loopback(host):
         log.error(

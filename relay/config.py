@@ -8,33 +8,71 @@ registration, where it is kept in memory only.
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["ProviderConfig", "SessionSettings", "RelaySettings", "default_providers", "live_cap_for"]
+from .context import ContextSettings
 
-ProviderType = Literal["echo", "openai", "openai_compatible", "azure", "anthropic"]
+__all__ = [
+    "ProviderConfig",
+    "ProviderType",
+    "SessionSettings",
+    "RelaySettings",
+    "default_providers",
+    "live_cap_for",
+]
+
+
+class ProviderType(StrEnum):
+    """The built-in wire formats; a custom adapter brings its own name (see ``relay.providers``)."""
+
+    ECHO = "echo"
+    OPENAI = "openai"
+    AZURE = "azure"
+    OPENAI_COMPATIBLE = "openai_compatible"
+    ANTHROPIC = "anthropic"
 
 
 class ProviderConfig(BaseModel):
+    """One provider pool. SDK options follow the official clients' names."""
+
     model_config = ConfigDict(extra="forbid")
 
     provider_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    provider_type: ProviderType
+    provider_type: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # ``module:Class`` of a custom ``BaseProviderAdapter``; overrides the lookup by provider_type.
+    adapter: str | None = None
     model: str | None = None
     models: list[str] = Field(default_factory=list)
     base_url: str | None = None
     api_key_env: str | None = None
     api_key: SecretStr | None = Field(default=None, exclude=True)
     organization: str | None = None
-    timeout: float = 600.0
-    max_retries: int = 2
+    # Azure OpenAI: the deployment (defaults to ``model``) and the API version.
+    deployment: str | None = None
+    api_version: str | None = None
+    timeout: float = Field(default=600.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    # Relay's own retries (the SDK's are off: one retry layer only).
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_base_s: float = Field(default=0.5, ge=0)
+    retry_max_s: float = Field(default=8.0, ge=0)
+    # Consecutive failures that open the circuit, and how long it stays open.
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    # Providers tried in order when this one fails before its first token.
+    fallbacks: list[str] = Field(default_factory=list)
+    # Overrides the adapter's feature set (e.g. an Ollama model without vision).
+    features: list[str] | None = None
+    # Anthropic requires max_tokens; this fills it when the caller sets none.
+    default_max_tokens: int = Field(default=4096, ge=1)
     default_headers: dict[str, str] = Field(default_factory=dict)
-    max_connections: int = 512
-    num_replicas: int = 1
-    max_ongoing_requests: int = 256
+    max_connections: int = Field(default=512, ge=1)
+    num_replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
     # The Serve application hosting this provider's pool; set at deploy or registration time.
     pool_app: str | None = Field(default=None, exclude=True)
@@ -69,6 +107,10 @@ class SessionSettings(BaseModel):
     # Recycled actors beyond warm_pool_size are killed after idling this long in the pool.
     pool_idle_ttl_s: float = Field(default=300.0, gt=0)
     activation_timeout_s: float = Field(default=30.0, gt=0)
+    # Stored sessions untouched for this many days are deleted (live ones are kept); None keeps them forever.
+    retention_days: float | None = Field(default=None, gt=0)
+    # Extra Ray resources each session actor requires, to pin sessions to chosen nodes (e.g. {"sessions": 0.001}).
+    actor_resources: dict[str, float] = Field(default_factory=dict)
 
 
 class RelaySettings(BaseModel):
@@ -78,6 +120,11 @@ class RelaySettings(BaseModel):
     providers: list[ProviderConfig] = Field(default_factory=list)
     default_provider: str | None = None
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    context: ContextSettings = Field(default_factory=ContextSettings)
+    # Directories whose files requests may attach by local path; none by default.
+    media_dirs: list[str] = Field(default_factory=list)
+    # When this variable holds a key, admin routes (provider registration) require it as a bearer token.
+    admin_key_env: str = "RELAY_ADMIN_KEY"
     coalesce_base_s: float = 0.02
     coalesce_per_window: float = 10.0
     ingress_replicas: int = 1
@@ -99,12 +146,12 @@ class RelaySettings(BaseModel):
 
 def default_providers() -> list[ProviderConfig]:
     """``echo`` always; OpenAI and Anthropic when their keys are in the environment."""
-    providers = [ProviderConfig(provider_id="echo", provider_type="echo", model="echo")]
+    providers = [ProviderConfig(provider_id="echo", provider_type=ProviderType.ECHO, model="echo")]
     if os.environ.get("OPENAI_API_KEY"):
         providers.append(
             ProviderConfig(
                 provider_id="openai",
-                provider_type="openai",
+                provider_type=ProviderType.OPENAI,
                 model="gpt-4o-mini",
                 models=["gpt-4o", "gpt-4o-mini"],
                 api_key_env="OPENAI_API_KEY",
@@ -114,7 +161,7 @@ def default_providers() -> list[ProviderConfig]:
         providers.append(
             ProviderConfig(
                 provider_id="anthropic",
-                provider_type="anthropic",
+                provider_type=ProviderType.ANTHROPIC,
                 model="claude-sonnet-4-5",
                 api_key_env="ANTHROPIC_API_KEY",
             )

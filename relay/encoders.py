@@ -17,6 +17,7 @@ from .reply import Reply
 __all__ = [
     "encode_sse",
     "encode_ndjson",
+    "encode_text",
     "OpenAIChunkEncoder",
     "openai_completion",
     "FINISH_TO_OPENAI",
@@ -45,6 +46,17 @@ def encode_sse(events: list[dict[str, Any]]) -> bytes:
 
 def encode_ndjson(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(event) + b"\n" for event in events)
+
+
+def encode_text(events: list[dict[str, Any]]) -> bytes:
+    """Plain text: the reply's words only; a failure is one bracketed line, so ``curl`` users still see it."""
+    out = []
+    for event in events:
+        if event["type"] == "text-delta":
+            out.append(event["content"])
+        elif event["type"] == "error":
+            out.append(f"\n[error: {event['message']}]\n")
+    return "".join(out).encode()
 
 
 class OpenAIChunkEncoder:
@@ -109,6 +121,8 @@ class OpenAIChunkEncoder:
                 out += self._chunk(
                     {"tool_calls": [{"index": index, "function": {"arguments": event["arguments_delta"]}}]}
                 )
+            elif kind == "citation":
+                out += self._chunk({"annotations": [openai_annotation(event)]})
             elif kind == "usage":
                 self._usage = openai_usage(event)
             elif kind == "error":
@@ -123,6 +137,13 @@ class OpenAIChunkEncoder:
         if text:
             out += self._chunk({"content": "".join(text)})
         return bytes(out)
+
+
+def openai_annotation(citation: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``url_citation``; a document span (Anthropic) keeps its fields under ``document_citation``."""
+    fields = {key: value for key, value in citation.items() if key != "type" and value is not None}
+    kind = "url_citation" if citation.get("url") else "document_citation"
+    return {"type": kind, kind: fields}
 
 
 def openai_usage(event: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +164,8 @@ def openai_completion(reply: Reply, model: str) -> dict[str, Any]:
         message["tool_calls"] = reply.tool_call_list()
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning_content
+    if reply.citations:
+        message["annotations"] = [openai_annotation(citation) for citation in reply.citations]
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",

@@ -4,9 +4,11 @@
     ├── InvalidRequest              400 invalid_request_error
     │   └── UnsupportedFeature      400 invalid_request_error
     ├── AuthenticationFailed        401 authentication_error
+    ├── PermissionDenied            403 permission_error
     ├── NotFound                    404 not_found_error
     ├── Conflict                    409 conflict_error
     ├── PayloadTooLarge             413 request_too_large
+    ├── Unprocessable               422 unprocessable_entity_error
     ├── RateLimited                 429 rate_limit_error
     ├── ProviderError               502 provider_error
     │   └── ProviderTimeout         504 timeout_error
@@ -25,15 +27,18 @@ __all__ = [
     "InvalidRequest",
     "UnsupportedFeature",
     "AuthenticationFailed",
+    "PermissionDenied",
     "NotFound",
     "Conflict",
     "PayloadTooLarge",
+    "Unprocessable",
     "RateLimited",
     "ProviderError",
     "ProviderTimeout",
     "Overloaded",
     "from_event",
     "as_relay_error",
+    "error_for_status",
 ]
 
 
@@ -68,6 +73,8 @@ class RelayError(Exception):
         }
         if self.retry_after is not None:
             event["retry_after"] = self.retry_after
+        if self.code is not None:
+            event["code"] = self.code
         return event
 
 
@@ -91,6 +98,11 @@ class AuthenticationFailed(RelayError):
     error_type = "authentication_error"
 
 
+class PermissionDenied(RelayError):
+    status_code = 403
+    error_type = "permission_error"
+
+
 class NotFound(RelayError):
     status_code = 404
     error_type = "not_found_error"
@@ -104,6 +116,11 @@ class Conflict(RelayError):
 class PayloadTooLarge(RelayError):
     status_code = 413
     error_type = "request_too_large"
+
+
+class Unprocessable(RelayError):
+    status_code = 422
+    error_type = "unprocessable_entity_error"
 
 
 class RateLimited(RelayError):
@@ -135,9 +152,11 @@ _BY_TYPE: dict[str, type[RelayError]] = {
         RelayError,
         InvalidRequest,
         AuthenticationFailed,
+        PermissionDenied,
         NotFound,
         Conflict,
         PayloadTooLarge,
+        Unprocessable,
         RateLimited,
         ProviderError,
         ProviderTimeout,
@@ -149,7 +168,7 @@ _BY_TYPE: dict[str, type[RelayError]] = {
 def from_event(event: dict[str, Any]) -> RelayError:
     """Rebuild the exception an ``error`` event stands for (for non-streaming replies)."""
     cls = _BY_TYPE.get(event.get("error_type", ""), RelayError)
-    return cls(event.get("message", "error"), retry_after=event.get("retry_after"))
+    return cls(event.get("message", "error"), code=event.get("code"), retry_after=event.get("retry_after"))
 
 
 def as_relay_error(exc: BaseException) -> RelayError:
@@ -160,3 +179,27 @@ def as_relay_error(exc: BaseException) -> RelayError:
     if isinstance(exc, RelayError):
         return exc
     return RelayError(f"internal error: {type(exc).__name__}")
+
+
+_BY_STATUS: dict[int, type[RelayError]] = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    403: PermissionDenied,
+    404: NotFound,
+    408: ProviderTimeout,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: Unprocessable,
+    429: RateLimited,
+    503: Overloaded,
+    504: ProviderTimeout,
+    529: Overloaded,
+}
+
+
+def error_for_status(
+    status: int, message: str, *, param: str | None = None, code: str | None = None, retry_after: float | None = None
+) -> RelayError:
+    """The Relay error for an upstream HTTP status: 4xx keep their meaning, other 5xx are a provider failure."""
+    cls = _BY_STATUS.get(status, ProviderError if status >= 500 else InvalidRequest)
+    return cls(message, param=param, code=code, retry_after=retry_after)

@@ -21,6 +21,7 @@ __all__ = [
     "ToolCallDelta",
     "ToolCallEnd",
     "UsageEvent",
+    "CitationEvent",
     "StatusEvent",
     "WarningEvent",
     "ErrorEvent",
@@ -85,10 +86,23 @@ class UsageEvent(_Event):
     reasoning_tokens: int = 0
 
 
+class CitationEvent(_Event):
+    """A source the text cites: a URL (OpenAI annotations) or a span of a document (Anthropic)."""
+
+    type: Literal["citation"] = "citation"
+    url: str | None = None
+    title: str | None = None
+    cited_text: str | None = None
+    document_index: int | None = None
+    start_index: int | None = None
+    end_index: int | None = None
+
+
 class StatusEvent(_Event):
     type: Literal["status"] = "status"
-    status: Literal["queued", "running", "retrying", "fallback", "summarizing"]
+    status: Literal["started", "queued", "running", "retrying", "fallback", "summarizing"]
     message: str | None = None
+    run_id: str | None = None
 
 
 class WarningEvent(_Event):
@@ -104,6 +118,7 @@ class ErrorEvent(_Event):
     retryable: bool = False
     status_code: int = 500
     retry_after: float | None = None
+    code: str | None = None
 
 
 class Metrics(BaseModel):
@@ -112,6 +127,7 @@ class Metrics(BaseModel):
     total_ms: float
     tokens_per_s: float | None = None
     model: str | None = None
+    provider: str | None = None
 
 
 class FinishEvent(_Event):
@@ -129,6 +145,7 @@ Event = Annotated[
     | ToolCallDelta
     | ToolCallEnd
     | UsageEvent
+    | CitationEvent
     | StatusEvent
     | WarningEvent
     | ErrorEvent
@@ -150,10 +167,12 @@ def usage(input_tokens: int = 0, output_tokens: int = 0, **extra: int) -> dict[s
     return {"type": "usage", "input_tokens": input_tokens, "output_tokens": output_tokens, **extra}
 
 
-def status(value: str, message: str | None = None) -> dict[str, Any]:
+def status(value: str, message: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "status", "status": value}
     if message:
         event["message"] = message
+    if run_id:
+        event["run_id"] = run_id
     return event
 
 

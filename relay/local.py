@@ -10,33 +10,35 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .backend import StoredSessions, Turn
-from .coalesce import LoadGauge, coalesce
+from .coalesce import LoadGauge
 from .config import ProviderConfig, RelaySettings
-from .errors import NotFound
-from .providers import BaseProviderAdapter, create_adapter
+from .errors import Conflict, NotFound
+from .providers.runtime import ProviderRuntime
+from .registry import ProviderRegistry
 from .request import ChatRequest
+from .runlog import RunNotLive
 from .session import Session
-from .store import SQLiteStore, open_store
+from .store import Store, open_store
 
 __all__ = ["LocalBackend"]
 
 
 class LocalBackend(StoredSessions):
-    def __init__(self, settings: RelaySettings, store: SQLiteStore | None = None) -> None:
+    def __init__(self, settings: RelaySettings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings.store_url)
         self.configs = list(settings.providers)
-        self.adapters: dict[str, BaseProviderAdapter] = {c.provider_id: create_adapter(c) for c in self.configs}
-        self.sessions: dict[str, Session] = {}
         self.gauge = LoadGauge(settings.coalesce_base_s, settings.coalesce_per_window)
+        self.registry = ProviderRegistry(self.store, settings)
+        self.configs += self.registry.load()
+        self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
+        self.sessions: dict[str, Session] = {}
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         return self.configs
 
     def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
-        adapter = self.adapters[request.provider]
-        adapter.check_features(request)
-        return coalesce(adapter.stream_chat(request), self.gauge)
+        return self.runtimes[request.provider].stream(request)
 
     def _activate(self, session_id: str | None, user_id: str) -> Session:
         if session_id is None:
@@ -46,7 +48,7 @@ class LocalBackend(StoredSessions):
                 self.store.create_session(user_id, session_id)
             self.store.owned_session(session_id, user_id)
             self.store.interrupt_running(session_id)
-        session = self.sessions.setdefault(session_id, Session(self.store, session_id, user_id))
+        session = self.sessions.setdefault(session_id, Session(self.store, session_id, user_id, self.settings.context))
         if session.user_id != user_id:
             raise NotFound(f"Session '{session_id}' not found", param="session_id")
         return session
@@ -61,12 +63,45 @@ class LocalBackend(StoredSessions):
 
         return Turn(session.session_id, batches, close)
 
+    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise RunNotLive(run_id)
+        tail = session.tail(run_id, after)
+        first = await anext(tail, None)  # RunNotLive surfaces here, before the response starts
+
+        async def batches() -> AsyncIterator[list[dict[str, Any]]]:
+            if first is not None:
+                yield first
+            async for batch in tail:
+                yield batch
+
+        return batches()
+
+    async def evict(self, session_id: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None and session.busy:
+            raise Conflict(f"Session '{session_id}' has a turn running; retry when it ends", param="session_id")
+        self.sessions.pop(session_id, None)
+
     async def register_provider(self, config: ProviderConfig) -> None:
-        self.adapters[config.provider_id] = create_adapter(config)
+        runtime = ProviderRuntime(config, self.gauge)
+        if runtime.unavailable is not None:
+            raise runtime.unavailable
+        self.registry.save(config)
+        self.runtimes[config.provider_id] = runtime
         self.configs.append(config)
+
+    async def unregister_provider(self, provider_id: str) -> None:
+        self.registry.delete(provider_id)
+        self.configs = [c for c in self.configs if c.provider_id != provider_id]
+        await self.runtimes.pop(provider_id).aclose()
+
+    async def provider_health(self) -> list[dict[str, Any]]:
+        return [await runtime.health() | {"replicas": 1} for runtime in self.runtimes.values()]
 
     async def stats(self) -> dict[str, Any]:
         return {
             "sessions": {"live": len(self.sessions), "pooled": 0, "stored": self.store.count_sessions()},
-            "providers": [{"provider_id": c.provider_id, "replicas": 1} for c in self.configs],
+            "providers": [runtime.stats() | {"replicas": 1} for runtime in self.runtimes.values()],
         }

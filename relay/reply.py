@@ -13,6 +13,7 @@ class Reply:
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    citations: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
     error: dict[str, Any] | None = None
@@ -33,13 +34,17 @@ class Reply:
             self.tool_calls[event["index"]]["function"]["arguments"] += event["arguments_delta"]
         elif kind == "tool-call-end":
             self.tool_calls[event["index"]]["function"]["arguments"] = event["arguments"]
+        elif kind == "citation":
+            self.citations.append({key: value for key, value in event.items() if key not in ("type", "id", "provider")})
         elif kind == "usage":
             for key, value in event.items():
                 if key.endswith("_tokens"):
                     self.usage[key] = value
         elif kind == "error":
             self.error = {
-                key: event[key] for key in ("error_type", "message", "status_code", "retry_after") if key in event
+                key: event[key]
+                for key in ("error_type", "message", "status_code", "retry_after", "code")
+                if key in event
             }
         elif kind == "finish":
             self.finish_reason = event["reason"]

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["ChatRequest", "last_user_text"]
+__all__ = ["ChatRequest", "Target", "last_user_text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A provider a request can be served by: one link of a fallback chain."""
+
+    provider: str
+    model: str | None = None
+    pool_app: str | None = None
 
 
 @dataclass(slots=True)
@@ -22,9 +31,16 @@ class ChatRequest:
     load_hint: int = 1
     # The Serve application that hosts the provider's pool (set by the Ray ingress).
     pool_app: str | None = None
+    # Tried in order when this provider fails before its first token.
+    fallbacks: list[Target] = field(default_factory=list)
+    # Cross-session user memory for this turn (read and written), when the server has it configured.
+    memory: bool = True
 
     def with_messages(self, messages: list[dict[str, Any]]) -> ChatRequest:
         return replace(self, messages=messages)
+
+    def retarget(self, target: Target) -> ChatRequest:
+        return replace(self, provider=target.provider, model=target.model, pool_app=target.pool_app, fallbacks=[])
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:

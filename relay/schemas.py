@@ -10,14 +10,19 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .config import ProviderConfig
 from .errors import InvalidRequest
+from .media import MediaPolicy, normalize_messages
+from .modes import GeneratorConfig
 from .request import ChatRequest
+from .structured import check_response_format
 
 __all__ = [
     "ChatMessage",
     "ChatCompletionBody",
     "StreamingChatBody",
     "RegisterProviderBody",
+    "MessagesBody",
     "parse_body",
     "validation_error",
     "to_chat_request",
@@ -37,9 +42,10 @@ PASSTHROUGH = (
     "tools",
     "tool_choice",
     "parallel_tool_calls",
-    "response_format",
     "reasoning_effort",
     "logit_bias",
+    "top_k",
+    "thinking",
 )
 
 
@@ -69,11 +75,23 @@ class _ChatBase(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     user: str | None = None
     provider_options: dict[str, Any] = Field(default_factory=dict)
+    # Providers (or models) tried in order when the chosen one fails before its first token.
+    fallbacks: list[str] = Field(default_factory=list, max_length=8)
+    # False: this turn neither reads nor feeds the user's cross-session memory.
+    memory: bool = True
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        check_response_format(value)
+        return value
 
     def params(self) -> dict[str, Any]:
         extra = self.model_extra or {}
         params = {key: extra[key] for key in PASSTHROUGH if key in extra}
         params["temperature"] = self.temperature
+        params["response_format"] = self.response_format
         max_tokens = self.max_completion_tokens or self.max_tokens
         if max_tokens:
             params["max_tokens"] = max_tokens
@@ -103,23 +121,69 @@ class StreamingChatBody(_ChatBase):
 
     provider_id: str | None = None
     model: str | None = None
-    stream_format: Literal["sse", "ndjson", "json"] = "sse"
+    stream_format: Literal["sse", "ndjson", "text", "json"] = "sse"
     session_id: str | None = None
     user_id: str | None = None
+    # The seed's generator modes; ``interleaved`` sends the request to every provider in ``provider_ids``.
+    generator_mode: str = "standard"
+    buffer_size: int = Field(default=256, ge=1, le=1 << 20)
+    flush_interval: float = Field(default=0.1, gt=0, le=10)
+    chunk_size: int = Field(default=16, ge=1, le=1 << 16)
+    provider_ids: list[str] = Field(default_factory=list, max_length=8)
+    # True: a dropped connection does not cancel the run; resume it from GET /api/streaming/runs/{run_id}/events.
+    resumable: bool = False
+
+    def generator(self) -> GeneratorConfig:
+        return GeneratorConfig(
+            mode=self.generator_mode,
+            buffer_size=self.buffer_size,
+            flush_interval=self.flush_interval,
+            chunk_size=self.chunk_size,
+        )
+
+
+class MessagesBody(BaseModel):
+    """``POST /v1/messages``, as the Anthropic SDK sends it; the rest is read by ``relay.wire.anthropic``."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: int = Field(ge=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
 
 
 class RegisterProviderBody(BaseModel):
-    """``POST /api/streaming/providers/register``; the key is kept in memory only."""
+    """``POST /api/streaming/providers/register``: the seed's fields plus every ``ProviderConfig`` option.
+
+    The key is sealed before it is stored and never returned.
+    """
 
     model_config = ConfigDict(extra="forbid")
     provider_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    provider_type: Literal["openai", "openai_compatible", "echo"]
+    provider_type: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     model_name: str | None = None
+    models: list[str] = Field(default_factory=list)
     base_url: str | None = None
     api_key: str | None = Field(default=None, repr=False)
+    api_key_env: str | None = None
+    organization: str | None = None
+    deployment: str | None = None
+    api_version: str | None = None
+    timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    default_headers: dict[str, str] = Field(default_factory=dict)
+    fallbacks: list[str] = Field(default_factory=list)
+    features: list[str] | None = None
+    default_max_tokens: int = Field(default=4096, ge=1)
     num_replicas: int = Field(default=1, ge=1, le=64)
     max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def to_config(self) -> ProviderConfig:
+        fields = self.model_dump(exclude={"model_name"}, exclude_none=True)
+        return ProviderConfig.model_validate(fields | {"model": self.model_name})
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -151,12 +215,13 @@ def parse_body(model: type[M], data: Any) -> M:
         raise validation_error(exc) from None
 
 
-def to_chat_request(body: _ChatBase, *, provider: str, model: str | None) -> ChatRequest:
+def to_chat_request(body: _ChatBase, *, provider: str, model: str | None, media: MediaPolicy) -> ChatRequest:
     return ChatRequest(
         provider=provider,
         model=model,
-        messages=body.message_dicts(),
+        messages=normalize_messages(body.message_dicts(), media),
         params=body.params(),
         provider_options=body.provider_options,
         user=body.user,
+        memory=body.memory,
     )

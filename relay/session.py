@@ -8,16 +8,29 @@ durable before the provider is called, and a run that ends early is stored as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from . import events
+from .context import (
+    ContextSettings,
+    build_context,
+    memory_prompt,
+    parse_facts,
+    parse_summary,
+    split_history,
+    summary_prompt,
+)
 from .errors import RelayError, as_relay_error
 from .events import finish
 from .reply import Reply
-from .request import ChatRequest
-from .store import SQLiteStore, new_id
+from .request import ChatRequest, last_user_text
+from .resilience import with_fallback
+from .runlog import RunLog, RunNotLive
+from .store import Store, new_id
 
 __all__ = ["Session", "StreamOpener", "history_message"]
 
@@ -33,24 +46,45 @@ def history_message(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 class Session:
-    def __init__(self, store: SQLiteStore, session_id: str, user_id: str) -> None:
+    def __init__(self, store: Store, session_id: str, user_id: str, context: ContextSettings | None = None) -> None:
         self.store = store
         self.session_id = session_id
         self.user_id = user_id
+        self.context = context or ContextSettings()
         self.history = [history_message(m) for m in store.messages(session_id)]
+        row = store.get_session(session_id) or {}
+        self.summary: str | None = row.get("summary")
+        self.summary_topics: list[str] = row.get("summary_topics") or []
+        self.summary_covers: int = row.get("summary_seq") or 0  # conversation messages the summary stands for
         self.turns_waiting = 0
         self.last_active = time.monotonic()
         self._turn = asyncio.Lock()  # FIFO: concurrent sends run in arrival order
+        self._summarizing: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.live_runs: dict[str, RunLog] = {}
 
     @property
     def busy(self) -> bool:
-        return self.turns_waiting > 0
+        """A turn runs or waits, or a summary or memory is still being written: not safe to passivate."""
+        return self.turns_waiting > 0 or bool(self._background)
+
+    async def settled(self) -> None:
+        """Wait for background summaries and memory extraction."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def chat(self, request: ChatRequest, open_stream: StreamOpener) -> AsyncIterator[list[dict[str, Any]]]:
         self.turns_waiting += 1
         try:
-            async with self._turn:
-                async for batch in self._run(request, open_stream):
+            # aclosing: a caller that stops early must still run the inner finally (the run is persisted there)
+            async with self._turn, contextlib.aclosing(self._run(request, open_stream)) as batches:
+                async for batch in batches:
                     yield batch
         finally:
             self.turns_waiting -= 1
@@ -64,20 +98,33 @@ class Session:
             run_id, self.session_id, provider=request.provider, model=request.model, input_messages=request.messages
         )
         self.history.extend(request.messages)
+        run_log = self.live_runs[run_id] = RunLog(run_id)
         reply = Reply()
         started = time.monotonic()
         ttft: float | None = None
         status = "interrupted"
+        served = request
         try:
-            async for batch in open_stream(request.with_messages(list(self.history))):
-                if ttft is None:
+            yield run_log.add([events.status("started", run_id=run_id)])
+            older, recent = split_history(self.history, self.context.history_max_runs, self.context.history_max_tokens)
+            if self._needs_summary(older):
+                yield run_log.add(
+                    [events.status("summarizing", f"summarizing {len(older) - self.summary_covers} older messages")]
+                )
+                await self._summary_within(older, open_stream)
+            messages = build_context(self.history, recent, self.summary, self.summary_topics, self._facts(request))
+            async for attempt, batch in with_fallback(request.with_messages(messages), open_stream):
+                served = attempt
+                if ttft is None and any(event["type"] != "status" for event in batch):
                     ttft = time.monotonic() - started
                 reply.extend(batch)
                 if batch[-1]["type"] == "finish":  # the session sends its own, with run id and metrics
                     batch = batch[:-1]
                 if batch:
-                    yield batch
+                    yield run_log.add(batch)
             status = "completed" if reply.error is None else "failed"
+            if status == "completed" and self.context.memory_provider and request.memory:
+                self._spawn(self._remember(last_user_text(request.messages), open_stream))
         except (asyncio.CancelledError, GeneratorExit):
             status = "interrupted"
             raise
@@ -85,13 +132,71 @@ class Session:
             error = as_relay_error(exc)
             if not isinstance(exc, RelayError):
                 log.exception("run %s failed", run_id)
-            status = "failed"
+            # cut off after content reached the caller: interrupted, partial text kept; before it: failed
+            status = "interrupted" if reply.text or reply.tool_calls else "failed"
             reply.add(error.to_event())
             reply.finish_reason = "error"
-            yield [error.to_event()]
+            yield run_log.add([error.to_event()])
         finally:
-            self._persist(run_id, status, reply, started, ttft)
-        yield [self._finish(run_id, reply, started, ttft, request)]
+            final = self._finish(run_id, reply, started, ttft, served)
+            if status == "interrupted" and reply.error is None:
+                final["reason"] = "cancelled"
+            run_log.add([final])
+            run_log.close()
+            self._persist(run_id, status, reply, started, ttft, served, run_log.events)
+            del self.live_runs[run_id]
+        yield [final]
+
+    async def tail(self, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+        """A running run's events after ``after``, then live; ``RunNotLive`` when it is not running here."""
+        run_log = self.live_runs.get(run_id)
+        if run_log is None:
+            raise RunNotLive(run_id)
+        async for batch in run_log.tail(after):
+            yield batch
+
+    # context: summaries and memories
+
+    def _needs_summary(self, older: list[dict[str, Any]]) -> bool:
+        return bool(self.context.summary_provider) and len(older) > self.summary_covers
+
+    async def _summary_within(self, older: list[dict[str, Any]], open_stream: StreamOpener) -> None:
+        """Start (or join) the summary of ``older``; wait for it at most ``summary_wait_s``, then go on without it."""
+        if self._summarizing is None or self._summarizing.done():
+            self._summarizing = self._spawn(self._summarize(list(older), open_stream))
+        await asyncio.wait({self._summarizing}, timeout=self.context.summary_wait_s)
+
+    async def _summarize(self, older: list[dict[str, Any]], open_stream: StreamOpener) -> None:
+        assert self.context.summary_provider is not None
+        request = ChatRequest(
+            provider=self.context.summary_provider,
+            model=self.context.summary_model,
+            messages=summary_prompt(self.summary, older[self.summary_covers :]),
+        )
+        try:
+            summary, topics = parse_summary(await _complete(request, open_stream))
+        except Exception:
+            log.exception("summarizing session %s failed; the turn goes on without it", self.session_id)
+            return
+        self.summary, self.summary_topics, self.summary_covers = summary, topics, len(older)
+        self.store.set_summary(self.session_id, summary, topics, len(older))
+
+    def _facts(self, request: ChatRequest) -> list[str]:
+        if not (self.context.memory_provider and request.memory):
+            return []
+        return [m["content"] for m in self.store.memories(self.user_id, limit=self.context.memory_max_facts)]
+
+    async def _remember(self, user_text: str, open_stream: StreamOpener) -> None:
+        assert self.context.memory_provider is not None
+        request = ChatRequest(
+            provider=self.context.memory_provider, model=self.context.memory_model, messages=memory_prompt(user_text)
+        )
+        try:
+            facts = parse_facts(await _complete(request, open_stream))
+        except Exception:
+            log.exception("extracting memories for user %s failed", self.user_id)
+            return
+        self.store.add_memories(self.user_id, facts, self.session_id)
 
     def _finish(
         self, run_id: str, reply: Reply, started: float, ttft: float | None, request: ChatRequest
@@ -107,10 +212,20 @@ class Session:
                 "total_ms": round(total * 1000, 2),
                 "tokens_per_s": round(tokens / total, 2) if tokens and total > 0 else None,
                 "model": request.model,
+                "provider": request.provider,
             },
         )
 
-    def _persist(self, run_id: str, status: str, reply: Reply, started: float, ttft: float | None) -> None:
+    def _persist(
+        self,
+        run_id: str,
+        status: str,
+        reply: Reply,
+        started: float,
+        ttft: float | None,
+        served: ChatRequest,
+        run_events: list[dict[str, Any]],
+    ) -> None:
         if reply.text or reply.tool_calls:
             message = reply.assistant_message()
             self.history.append(message)
@@ -121,11 +236,21 @@ class Session:
             output=reply.content,
             reasoning=reply.reasoning_content,
             tool_calls=reply.tool_call_list(),
+            citations=reply.citations,
             usage=reply.usage,
-            finish_reason=reply.finish_reason
-            if status == "completed"
-            else ("cancelled" if status == "interrupted" else "error"),
+            finish_reason=reply.finish_reason if status == "completed" else ("error" if reply.error else "cancelled"),
             error=reply.error,
             ttft_ms=ttft * 1000 if ttft is not None else None,
             total_ms=(time.monotonic() - started) * 1000,
+            provider=served.provider,
+            model=served.model,
+            events=run_events,
         )
+
+
+async def _complete(request: ChatRequest, open_stream: StreamOpener) -> str:
+    """The whole text of a side request (summary, memory)."""
+    reply = Reply()
+    async for batch in open_stream(request):
+        reply.extend(batch)
+    return reply.content

@@ -4,6 +4,9 @@
     python3 scripts/dev.py serve [relay serve options]   # creates .venv, installs, serves on 127.0.0.1:8000
     python3 scripts/dev.py test  [pytest options]        # creates .venv, installs dev extras, lint + all tests
 
+Without pytest options, ``test`` runs the whole suite, then the Ray integration
+suite again on PostgreSQL (RELAY_TEST_STORE=postgres): CI runs both, never skips.
+
 The install is redone only when pyproject.toml changes (a hash stamp in .venv).
 """
 
@@ -43,8 +46,16 @@ def _dev_digest() -> str:
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + b".[dev]").hexdigest()
 
 
-def run(argv: list[str]) -> int:
-    return subprocess.run(argv, cwd=ROOT).returncode
+def run(argv: list[str], env: dict[str, str] | None = None) -> int:
+    return subprocess.run(argv, cwd=ROOT, env={**os.environ, **(env or {})}).returncode
+
+
+def pytest(args: list[str], env: dict[str, str] | None = None) -> int:
+    code = run([str(BIN / "python"), "-m", "pytest", *args], env)
+    if code == 5:
+        print("pytest collected no tests: that is a failure here", file=sys.stderr)
+        return 1
+    return code
 
 
 def main() -> int:
@@ -56,11 +67,9 @@ def main() -> int:
         ensure_venv("dev")
         if run([str(BIN / "ruff"), "check", "."]) != 0:
             return 1
-        code = run([str(BIN / "python"), "-m", "pytest", *rest])
-        if code == 5:
-            print("pytest collected no tests: that is a failure here", file=sys.stderr)
-            return 1
-        return code
+        if rest:
+            return pytest(rest)
+        return pytest([]) or pytest(["tests/integration"], {"RELAY_TEST_STORE": "postgres"})
     print(__doc__, file=sys.stderr)
     return 2
 

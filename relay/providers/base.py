@@ -1,30 +1,48 @@
-"""The one small seam every provider implements."""
+"""The one small seam every provider implements, and what the HTTP-based ones share."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
+import httpx2
+
 from ..config import ProviderConfig
-from ..errors import UnsupportedFeature
+from ..errors import ProviderError, ProviderTimeout, RelayError, UnsupportedFeature
 from ..request import ChatRequest
 
-__all__ = ["BaseProviderAdapter", "request_features"]
+__all__ = [
+    "BaseProviderAdapter",
+    "SDKAdapter",
+    "request_features",
+    "sse_events",
+    "transport_error",
+    "timed_probe",
+    "pooled_client",
+    "retry_after_header",
+]
+
+_PART_FEATURES = {"image_url": "images", "input_audio": "audio", "file": "files", "text": "text"}
 
 
 def request_features(request: ChatRequest) -> set[str]:
     """The features a request uses, named as ``supports_feature`` expects them."""
-    features = {"streaming"}
-    if request.params.get("tools"):
+    features = {"streaming", "text"}
+    params = request.params
+    if params.get("tools"):
         features.add("tools")
-    if request.params.get("response_format", {}).get("type") in ("json_object", "json_schema"):
+    if (params.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
         features.add("structured_output")
+    if params.get("reasoning_effort") or params.get("thinking"):
+        features.add("reasoning")
     for message in request.messages:
+        if message.get("tool_calls") or message.get("role") == "tool":
+            features.add("tools")
         content = message.get("content")
         if isinstance(content, list):
-            for part in content:
-                features.add({"image_url": "images", "input_audio": "audio", "file": "files"}.get(part["type"], "text"))
+            features.update(_PART_FEATURES.get(part["type"], part["type"]) for part in content)
     return features
 
 
@@ -33,30 +51,128 @@ class BaseProviderAdapter(abc.ABC):
 
     ``stream_chat`` yields event dicts (see ``relay.events``) and ends with exactly
     one ``finish``. Errors are raised as ``RelayError``; SDK exceptions never leak.
+    Subclass it, set ``provider_type`` and ``features``, and register the class
+    (``relay.providers.register_adapter``, a ``relay.providers`` entry point, or
+    ``adapter: module:Class`` in a provider's config).
     """
 
     provider_type: ClassVar[str]
     features: ClassVar[frozenset[str]] = frozenset({"streaming", "text"})
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, *, http_client: httpx2.AsyncClient | None = None) -> None:
+        """``http_client``: the seed's option to bring your own pooled client (proxies, mTLS); one per replica."""
         self.config = config
+        self.http_client = http_client
 
     @abc.abstractmethod
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...
 
-    def supports_feature(self, feature: str) -> bool:
-        return feature in self.features
+    @classmethod
+    def features_for(cls, config: ProviderConfig) -> frozenset[str]:
+        return frozenset(config.features) if config.features is not None else cls.features
 
-    def check_features(self, request: ChatRequest) -> None:
-        for feature in sorted(request_features(request)):
-            if not self.supports_feature(feature):
-                raise UnsupportedFeature(
-                    f"Provider '{self.config.provider_id}' ({self.provider_type}) does not support {feature}",
-                    param=feature,
-                )
+    def supports_feature(self, feature: str) -> bool:
+        return feature in self.features_for(self.config)
+
+    @classmethod
+    def check_features(cls, config: ProviderConfig, request: ChatRequest) -> None:
+        """A 400 naming the provider and the feature, before any upstream call."""
+        supported = cls.features_for(config)
+        missing = sorted(request_features(request) - supported)
+        if missing:
+            raise UnsupportedFeature(
+                f"Provider '{config.provider_id}' ({config.provider_type}) does not support {', '.join(missing)}",
+                param=missing[0],
+                code="unsupported_feature",
+            )
 
     async def health(self) -> dict[str, Any]:
-        return {"provider_id": self.config.provider_id, "provider_type": self.provider_type, "ok": True}
+        """Reachability and latency of the upstream; adapters with one override ``probe``."""
+        return {"reachable": True, "ok": True, "latency_ms": 0.0}
 
     async def aclose(self) -> None:
         return None
+
+
+class SDKAdapter(BaseProviderAdapter):
+    """An adapter over an official SDK client: one client per replica, probed for health by listing models."""
+
+    def __init__(self, config: ProviderConfig, *, http_client: httpx2.AsyncClient | None = None) -> None:
+        super().__init__(config, http_client=http_client)
+        self.client = self.create_client()
+
+    @abc.abstractmethod
+    def create_client(self) -> Any:
+        """The seed's ``create_model``: the SDK client, with the SDK's retries off and a pooled HTTP client."""
+
+    async def probe(self, client: Any) -> Any:
+        return await client.models.list()
+
+    async def health(self) -> dict[str, Any]:
+        client = self.client.with_options(timeout=5.0, max_retries=0)
+        return await timed_probe(lambda: self.probe(client), lambda exc: getattr(exc, "status_code", None))
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def pooled_client(config: ProviderConfig) -> httpx2.AsyncClient:
+    """One pooled client per replica: connections are reused across every stream it carries."""
+    limits = httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
+    timeout = httpx2.Timeout(config.timeout, connect=config.connect_timeout)
+    return httpx2.AsyncClient(limits=limits, timeout=timeout, follow_redirects=True)
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """(event name, data) pairs from raw SSE lines; comments and keep-alives are skipped.
+
+    Both wire formats put each event's JSON on one ``data:`` line, so a data line
+    completes an event whether or not the transport yields the blank separators.
+    """
+    event = "message"
+    async for line in lines:
+        if line.startswith("data:"):
+            yield event, line[5:].lstrip(" ")
+            event = "message"
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+
+
+def retry_after_header(headers: Any) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or else ``retry-after``, as both SDKs read them."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value:
+            try:
+                return float(value) / scale
+            except ValueError:
+                return None
+    return None
+
+
+def transport_error(exc: BaseException, prefix: str) -> RelayError | None:
+    """A failure of the connection itself, raised by httpx2 while a stream is read."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderTimeout(prefix + "upstream timed out")
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderError(prefix + f"connection to upstream lost ({type(exc).__name__})")
+    return None
+
+
+async def timed_probe(
+    call: Callable[[], Awaitable[Any]], status_of: Callable[[Exception], int | None]
+) -> dict[str, Any]:
+    """Health as ``health_check_all`` reports it: did the upstream answer, how fast, and how."""
+    started = time.perf_counter()
+    try:
+        await call()
+    except Exception as exc:
+        status = status_of(exc)
+        return {
+            "reachable": status is not None,
+            "ok": False,
+            "status_code": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "error": type(exc).__name__,
+        }
+    return {"reachable": True, "ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}

@@ -1,8 +1,7 @@
-"""The OpenAI Chat Completions wire format: OpenAI and every OpenAI-compatible server.
+"""``openai``: the official ``AsyncOpenAI`` client, read as raw SSE.
 
-The SDK owns auth, ``base_url``, retries and error mapping; the stream itself is
-read as raw SSE lines and parsed with orjson, because the SDK's chunk objects
-cost ~146 us each against ~23 us for this path (DESIGN.md).
+The SDK owns auth, ``base_url`` and error classes; Relay owns retries (the
+SDK's are off) and parses the stream itself (``relay.wire.openai``).
 """
 
 from __future__ import annotations
@@ -10,189 +9,98 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-import httpx2
 import openai
 import orjson
 
-from ..config import ProviderConfig
-from ..errors import InvalidRequest, NotFound, ProviderError, ProviderTimeout, RateLimited, RelayError
-from ..events import finish, reasoning_delta, text_delta
+from ..errors import ProviderError, ProviderTimeout, RelayError, error_for_status
 from ..request import ChatRequest
-from .base import BaseProviderAdapter
+from ..wire.openai import OpenAIStream, prepare_messages
+from .base import SDKAdapter, pooled_client, retry_after_header, sse_events, transport_error
 
-__all__ = ["OpenAIAdapter", "OpenAICompatibleAdapter", "map_openai_error"]
+__all__ = ["OpenAIAdapter", "map_openai_error"]
 
-FINISH_REASONS = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-}
-
-
-def _retry_after(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name) if headers is not None else None
-        if value:
-            try:
-                return float(value) / scale
-            except ValueError:
-                return None
-    return None
+# Parameters only other wire formats understand; never sent to an OpenAI-shaped server.
+_FOREIGN = ("thinking", "top_k")
 
 
 def map_openai_error(exc: Exception, provider_id: str) -> RelayError:
-    """Convert an SDK exception at the boundary; the upstream message is kept, keys never are."""
+    """Convert an SDK or transport exception at the boundary; the upstream message is kept, keys never are."""
     if isinstance(exc, RelayError):
         return exc
     prefix = f"{provider_id}: "
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(prefix + "upstream timed out")
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(prefix + "could not connect to upstream")
+        return ProviderError(prefix + "upstream connection failed or was lost")
     if isinstance(exc, openai.APIStatusError):
-        message = prefix + _upstream_message(exc)
-        status = exc.status_code
-        if status == 429:
-            return RateLimited(message, retry_after=_retry_after(exc.response.headers))
-        if status in (400, 422):
-            return InvalidRequest(message, param=(exc.body or {}).get("param") if isinstance(exc.body, dict) else None)
-        if status == 404:
-            return NotFound(message)
-        if status == 408:
-            return ProviderTimeout(message)
-        return ProviderError(message)
+        body = exc.body if isinstance(exc.body, dict) else {}
+        inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        message = f"{prefix}upstream {exc.status_code}" + (f": {inner['message']}" if inner.get("message") else "")
+        code = inner.get("code")
+        return error_for_status(
+            exc.status_code,
+            message,
+            param=inner.get("param"),
+            code=str(code) if code is not None else None,  # vLLM sends the status as an integer code
+            retry_after=retry_after_header(exc.response.headers),
+        )
     if isinstance(exc, openai.APIError):
         return ProviderError(prefix + exc.message)
-    return ProviderError(prefix + f"{type(exc).__name__}: {exc}")
+    return transport_error(exc, prefix) or ProviderError(prefix + f"{type(exc).__name__}: {exc}")
 
 
-def _upstream_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return f"upstream {exc.status_code}: {inner['message']}"
-    return f"upstream {exc.status_code}"
-
-
-class OpenAIAdapter(BaseProviderAdapter):
+class OpenAIAdapter(SDKAdapter):
     provider_type = "openai"
     features: ClassVar[frozenset[str]] = frozenset(
         {"streaming", "text", "tools", "images", "audio", "files", "structured_output", "reasoning"}
     )
+    # The OpenAI API renamed max_tokens; compatible servers still expect the old name.
+    max_tokens_param: ClassVar[str] = "max_completion_tokens"
 
-    def __init__(self, config: ProviderConfig) -> None:
-        super().__init__(config)
-        limits = httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
-        self.client = openai.AsyncOpenAI(
+    def create_client(self) -> openai.AsyncOpenAI:
+        config = self.config
+        return openai.AsyncOpenAI(
             api_key=config.resolve_key() or "not-needed",
             base_url=config.base_url,
             organization=config.organization,
-            timeout=config.timeout,
-            max_retries=config.max_retries,
+            max_retries=0,
             default_headers=config.default_headers or None,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+            http_client=self.http_client or pooled_client(config),
         )
 
-    async def aclose(self) -> None:
-        await self.client.close()
-
     def _body(self, request: ChatRequest) -> dict[str, Any]:
-        params = dict(request.params)
+        params = {key: value for key, value in request.params.items() if key not in _FOREIGN}
         if "max_tokens" in params:
-            params["max_completion_tokens" if self.provider_type == "openai" else "max_tokens"] = params.pop(
-                "max_tokens"
-            )
+            params[self.max_tokens_param] = params.pop("max_tokens")
         if request.user:
             params["user"] = request.user
         return params
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
-        tools: dict[int, dict[str, Any]] = {}
-        reason: str | None = None
+        translator = OpenAIStream()
+        done = False
         try:
             async with self.client.chat.completions.with_streaming_response.create(
                 model=request.model or self.config.default_model,
-                messages=request.messages,  # type: ignore[arg-type]
+                messages=prepare_messages(request.messages),  # type: ignore[arg-type]
                 stream=True,
                 stream_options={"include_usage": True},
                 **self._body(request),
             ) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
+                # read to the end even after [DONE]: a fully read body returns its connection to the pool
+                async for _, data in sse_events(response.iter_lines()):
                     if data == "[DONE]":
-                        break
+                        done = True
+                        continue
                     chunk = orjson.loads(data)
                     if "error" in chunk:
-                        raise ProviderError(f"{self.config.provider_id}: {chunk['error'].get('message', 'error')}")
-                    for event in self._translate(chunk, tools):
-                        if event["type"] == "finish":
-                            reason = event["reason"]
-                        else:
-                            yield event
+                        error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+                        raise ProviderError(f"{self.config.provider_id}: upstream error: {error.get('message', '')}")
+                    for event in translator.feed(chunk):
+                        yield event
         except Exception as exc:
             raise map_openai_error(exc, self.config.provider_id) from None
-        for index in sorted(tools):
-            call = tools[index]
-            yield {
-                "type": "tool-call-end",
-                "index": index,
-                "tool_call_id": call["id"],
-                "name": call["name"],
-                "arguments": "".join(call["arguments"]),
-            }
-        yield finish(reason or "stop")
-
-    @staticmethod
-    def _translate(chunk: dict[str, Any], tools: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                events.append(reasoning_delta(reasoning))
-            if delta.get("content"):
-                events.append(text_delta(delta["content"]))
-            for call in delta.get("tool_calls") or ():
-                index = call.get("index", 0)
-                function = call.get("function") or {}
-                if index not in tools:
-                    tools[index] = {"id": call.get("id", ""), "name": function.get("name", ""), "arguments": []}
-                    events.append(
-                        {
-                            "type": "tool-call-start",
-                            "index": index,
-                            "tool_call_id": tools[index]["id"],
-                            "name": tools[index]["name"],
-                        }
-                    )
-                fragment = function.get("arguments")
-                if fragment:
-                    tools[index]["arguments"].append(fragment)
-                    events.append({"type": "tool-call-delta", "index": index, "arguments_delta": fragment})
-            if choice.get("finish_reason"):
-                events.append(finish(FINISH_REASONS.get(choice["finish_reason"], "stop")))
-        usage = chunk.get("usage")
-        if usage:
-            events.append(
-                {
-                    "type": "usage",
-                    "input_tokens": usage.get("prompt_tokens") or 0,
-                    "output_tokens": usage.get("completion_tokens") or 0,
-                    "cache_read_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0,
-                    "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
-                }
-            )
-        return events
-
-
-class OpenAICompatibleAdapter(OpenAIAdapter):
-    """Ollama, vLLM, LM Studio, DeepSeek and the like: the OpenAI wire, another ``base_url``."""
-
-    provider_type = "openai_compatible"
+        if not done and translator.reason is None:
+            raise ProviderError(f"{self.config.provider_id}: the upstream stream ended before it finished")
+        for event in translator.close():
+            yield event

@@ -81,7 +81,9 @@ async def test_session_header_continues_history(server: str) -> None:
         )
         events = sse_events(second.text)
         assert second.headers["x-session-id"] == sid
-        assert [e["type"] for e in events] == ["text-delta", "usage", "finish"]
+        assert [e["type"] for e in events] == ["status", "text-delta", "usage", "finish"] and events[0][
+            "status"
+        ] == "started"
         assert events[-1]["session_id"] == sid
         history = (await http.get(f"/api/sessions/{sid}/messages")).json()["messages"]
         assert [(m["role"], m["content"]) for m in history] == [
@@ -91,10 +93,10 @@ async def test_session_header_continues_history(server: str) -> None:
             ("assistant", "two"),
         ]
         # the provider saw the stored history: echo's usage counts every prompt token
-        assert events[1]["input_tokens"] == 3
+        assert next(e for e in events if e["type"] == "usage")["input_tokens"] == 3
 
 
-async def test_ndjson_format_and_failed_run_is_kept(server: str) -> None:
+async def test_ndjson_format_and_a_cut_off_run_is_kept(server: str) -> None:
     async with httpx.AsyncClient(base_url=server) as http:
         response = await http.post(
             "/api/streaming/chat",
@@ -105,11 +107,11 @@ async def test_ndjson_format_and_failed_run_is_kept(server: str) -> None:
             },
         )
         events = [orjson.loads(line) for line in response.text.splitlines()]
-        assert [e["type"] for e in events] == ["text-delta", "text-delta", "error", "finish"]
+        assert [e["type"] for e in events] == ["status", "text-delta", "text-delta", "error", "finish"]
         assert events[-1]["reason"] == "error"
         sid = response.headers["x-session-id"]
         runs = (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]
-        assert runs[0]["status"] == "failed" and runs[0]["output"] == "a b "
+        assert runs[0]["status"] == "interrupted" and runs[0]["output"] == "a b "
         assert runs[0]["error"]["error_type"] == "provider_error"
 
 
@@ -161,3 +163,60 @@ async def test_bad_input(
 async def test_unknown_route_is_a_json_404(server: str) -> None:
     async with httpx.AsyncClient(base_url=server) as http:
         check_error(await http.get("/v1/nothing"), 404, None, "/v1/nothing")
+
+
+async def test_generator_modes_and_the_text_format_over_http(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server) as http:
+        chunked = await http.post(
+            "/api/streaming/chat",
+            json={
+                "generator_mode": "chunked",
+                "chunk_size": 3,
+                "messages": [{"role": "user", "content": "abcdefgh ij"}],
+            },
+        )
+        pieces = [e["content"] for e in sse_events(chunked.text) if e["type"] == "text-delta"]
+        assert "".join(pieces) == "abcdefgh ij" and all(len(p) <= 3 for p in pieces) and len(pieces) >= 4
+        plain = await http.post(
+            "/api/streaming/chat",
+            json={"stream_format": "text", "messages": [{"role": "user", "content": "just words"}]},
+        )
+        assert plain.text == "just words" and plain.headers["content-type"].startswith("text/plain")
+
+
+async def test_interleaved_compares_providers_side_by_side(server: str, backend: LocalBackend) -> None:
+    await backend.register_provider(ProviderConfig(provider_id="echo-b", provider_type="echo", options={"repeat": 2}))
+    async with httpx.AsyncClient(base_url=server) as http:
+        response = await http.post(
+            "/api/streaming/chat",
+            json={
+                "generator_mode": "interleaved",
+                "provider_ids": ["echo", "echo-b"],
+                "stream_format": "ndjson",
+                "messages": [{"role": "user", "content": "same prompt"}],
+            },
+        )
+    events = [orjson.loads(line) for line in response.text.splitlines()]
+    text: dict[str, str] = {}
+    for event in events:
+        if event["type"] == "text-delta":
+            text[event["provider"]] = text.get(event["provider"], "") + event["content"]
+    assert text == {"echo": "same prompt", "echo-b": "same prompt same prompt"}
+    assert sorted(e["provider"] for e in events if e["type"] == "finish") == ["echo", "echo-b"]
+    assert len(response.headers["x-session-id"].split(",")) == 2
+
+
+async def test_stats_count_requests_errors_and_latency_per_provider(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server) as http:
+        before = {p["provider_id"]: p for p in (await http.get("/api/stats")).json()["providers"]}["echo"]
+        await http.post("/api/streaming/chat", json={"messages": [{"role": "user", "content": "count me"}]})
+        await http.post(
+            "/api/streaming/chat",
+            json={
+                "messages": [{"role": "user", "content": "x y"}],
+                "provider_options": {"fault": "error", "fault_after": 1},
+            },
+        )
+        after = {p["provider_id"]: p for p in (await http.get("/api/stats")).json()["providers"]}["echo"]
+    assert after["requests"] - before["requests"] == 2 and after["errors"] - before["errors"] == 1
+    assert after["completed"] - before["completed"] == 1 and after["mean_ttft_ms"] is not None

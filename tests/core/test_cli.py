@@ -36,3 +36,13 @@ def test_serve_config_overrides_and_absolute_sqlite_path(tmp_path: Path) -> None
     app = config["applications"][0]
     assert app["import_path"] == "serve_app:app"
     assert app["args"]["store_url"] == f"sqlite:///{(tmp_path / 'relay.db').resolve()}"
+
+
+def test_serve_refuses_a_key_written_in_the_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "applications:\n  - name: relay\n    import_path: serve_app:app\n    args:\n      providers:\n"
+        "        - {provider_id: openai, provider_type: openai, api_key: sk-live-123}\n"
+    )
+    code = main(["serve", "--config", str(config), "--data-dir", str(tmp_path)])
+    assert code == 2 and "api_key_env" in caplog.text and "sk-live-123" not in caplog.text

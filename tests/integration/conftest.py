@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +11,14 @@ from typing import Any
 
 import pytest
 import ray
+from cryptography.fernet import Fernet
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.deploy import deploy_config
 from relay.cli import load_serve_config
+from tests.conftest import pg_schema
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +30,19 @@ class Relay:
     directory: DeploymentHandle
     upstream: FakeOpenAI
     upstream_url: str
+    anthropic: FakeAnthropic
+    anthropic_url: str
+    store_url: str
 
 
 @pytest.fixture(scope="session")
-def relay(tmp_path_factory: pytest.TempPathFactory, fake_openai: tuple[FakeOpenAI, str]) -> Iterator[Relay]:
+def relay(
+    tmp_path_factory: pytest.TempPathFactory,
+    fake_openai: tuple[FakeOpenAI, str],
+    fake_anthropic: tuple[FakeAnthropic, str],
+) -> Iterator[Relay]:
     upstream, upstream_url = fake_openai
+    anthropic, anthropic_url = fake_anthropic
     port = free_port()
     config = load_serve_config(
         ROOT / "config" / "serve.yaml", host="127.0.0.1", port=port, data_dir=tmp_path_factory.mktemp("relay-data")
@@ -44,11 +57,35 @@ def relay(tmp_path_factory: pytest.TempPathFactory, fake_openai: tuple[FakeOpenA
             "base_url": upstream_url,
             "max_retries": 0,
         },
-        # Configured as when ANTHROPIC_API_KEY is set; its adapter is not built yet.
-        {"provider_id": "claude", "provider_type": "anthropic", "api_key_env": "RELAY_TEST_UNSET_KEY"},
+        # The key reaches the pool replicas through the environment, as ANTHROPIC_API_KEY would.
+        {
+            "provider_id": "claude",
+            "provider_type": "anthropic",
+            "model": "fake-claude",
+            "base_url": anthropic_url,
+            "api_key_env": "RELAY_TEST_ANTHROPIC_KEY",
+            "max_retries": 0,
+        },
+        # A route whose chain is anthropic -> openai -> echo, with the first two failing.
+        {
+            "provider_id": "chain",
+            "provider_type": "anthropic",
+            "model": "fake-status-529",
+            "base_url": anthropic_url,
+            "api_key_env": "RELAY_TEST_ANTHROPIC_KEY",
+            "max_retries": 0,
+            "fallbacks": ["up/fake-status-500", "echo"],
+        },
+        {"provider_id": "mystery", "provider_type": "telepathy"},
     ]
     # Passivation is driven by the tests, never by a timer racing them.
     args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600}
+    # RELAY_TEST_STORE=postgres runs the same suite on this machine's PostgreSQL (CI runs both).
+    store = contextlib.ExitStack()
+    if os.environ.get("RELAY_TEST_STORE") == "postgres":
+        args["store_url"] = store.enter_context(pg_schema())
+        os.environ.setdefault("RELAY_SECRET_KEY", Fernet.generate_key().decode())  # no key file beside a shared DB
+    os.environ["RELAY_TEST_ANTHROPIC_KEY"] = anthropic.api_key
     ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
     try:
         deploy_config(config)
@@ -57,7 +94,11 @@ def relay(tmp_path_factory: pytest.TempPathFactory, fake_openai: tuple[FakeOpenA
             serve.get_deployment_handle("SessionDirectory", app_name="relay"),
             upstream,
             upstream_url,
+            anthropic,
+            anthropic_url,
+            args["store_url"],
         )
     finally:
         serve.shutdown()
         ray.shutdown()
+        store.close()

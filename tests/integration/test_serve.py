@@ -92,6 +92,8 @@ async def test_disconnect_cancels_the_run_and_marks_it_interrupted(relay: Relay,
     async with http.stream("POST", "/api/streaming/chat", json=body) as response:
         sid = response.headers["x-session-id"]
         lines = response.aiter_lines()
+        opening = orjson.loads(await anext(lines))
+        assert opening["type"] == "status" and opening["status"] == "started" and opening["run_id"]
         first = orjson.loads(await anext(lines))
         assert first["type"] == "text-delta"
     # The next turn waits for the session's turn lock, so it only completes once the
@@ -194,15 +196,13 @@ async def test_runtime_registration_serves_a_new_pool(relay: Relay, http: httpx.
     duplicate = await http.post(
         "/api/streaming/providers/register", json={"provider_id": "late", "provider_type": "echo"}
     )
-    check_error(duplicate, 400, "provider_id", "already registered")
+    check_error(duplicate, 409, "provider_id", "already registered")
 
 
 async def test_a_provider_without_an_adapter_deploys_and_answers_clearly(http: httpx.AsyncClient) -> None:
-    response = await http.post("/v1/chat/completions", json={"model": "claude", **user("hello")})
-    check_error(response, 400, None, "no adapter for provider_type 'anthropic'")
-    assert "claude" in response.json()["error"]["message"]
-    failed = (await runs(http, response.headers["x-session-id"]))[0]
-    assert failed["status"] == "failed"  # the user message was stored before the call, and the run is kept
+    response = await http.post("/v1/chat/completions", json={"model": "mystery", **user("hello")})
+    check_error(response, 400, "provider_type", "unknown provider_type 'telepathy'")
+    assert "mystery" in response.json()["error"]["message"] and "x-session-id" not in response.headers
 
 
 @pytest.mark.parametrize(("name", "path", "body", "status", "param", "text"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
@@ -212,3 +212,15 @@ async def test_bad_input(
     response = await http.post(path, content=body, headers={"content-type": "application/json"})
     check_error(response, status, param, text)
     assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_deleting_a_live_session_evicts_it_everywhere(relay: Relay, http: httpx.AsyncClient) -> None:
+    owner = {"X-User-Id": "deleter"}
+    reply = await http.post("/v1/chat/completions", json={"model": "echo", **user("keep me")}, headers=owner)
+    sid = reply.headers["x-session-id"]
+    assert await relay.directory.locate.remote(sid) is not None
+    assert (await http.delete(f"/api/sessions/{sid}", headers={"X-User-Id": "intruder"})).status_code == 404
+    assert (await http.delete(f"/api/sessions/{sid}", headers=owner)).status_code == 204
+    assert await relay.directory.locate.remote(sid) is None
+    assert (await http.get(f"/api/sessions/{sid}", headers=owner)).status_code == 404
+    assert (await http.get(f"/api/sessions/{sid}/messages", headers=owner)).status_code == 404

@@ -1,0 +1,42 @@
+"""``azure``: Azure OpenAI through the official ``AsyncAzureOpenAI`` client.
+
+``base_url`` is the resource endpoint (``https://<resource>.openai.azure.com``),
+``deployment`` the deployment name (defaults to ``model``) and ``api_version``
+the API version; the key comes from ``api_key_env`` (e.g. ``AZURE_OPENAI_API_KEY``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import openai
+
+from ..errors import InvalidRequest
+from .base import pooled_client
+from .openai import OpenAIAdapter
+
+__all__ = ["AzureOpenAIAdapter", "DEFAULT_API_VERSION"]
+
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+class AzureOpenAIAdapter(OpenAIAdapter):
+    provider_type = "azure"
+    max_tokens_param: ClassVar[str] = "max_tokens"
+
+    def create_client(self) -> openai.AsyncOpenAI:
+        config = self.config
+        if not config.base_url:
+            raise InvalidRequest(
+                f"Provider '{config.provider_id}': azure needs base_url, the resource endpoint", param="base_url"
+            )
+        return openai.AsyncAzureOpenAI(
+            api_key=config.resolve_key() or "not-set",
+            azure_endpoint=config.base_url,
+            azure_deployment=config.deployment or config.default_model,
+            api_version=config.api_version or DEFAULT_API_VERSION,
+            organization=config.organization,
+            max_retries=0,
+            default_headers=config.default_headers or None,
+            http_client=self.http_client or pooled_client(config),
+        )

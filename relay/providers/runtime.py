@@ -1,0 +1,107 @@
+"""What a provider pool replica runs around its adapter: feature checks, retries, the breaker, coalescing.
+
+Plain Python, so the Ray pool (``actors.provider_pool``) and the in-process
+backend run the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+
+from ..coalesce import LoadGauge, coalesce
+from ..config import ProviderConfig
+from ..errors import RelayError
+from ..request import ChatRequest
+from ..resilience import CircuitBreaker, RetryPolicy, retrying
+from ..structured import output_schema, validated
+from . import adapter_class
+from .base import BaseProviderAdapter
+
+__all__ = ["ProviderRuntime"]
+
+
+class ProviderRuntime:
+    def __init__(
+        self, config: ProviderConfig, gauge: LoadGauge, *, http_client: httpx2.AsyncClient | None = None
+    ) -> None:
+        self.config = config
+        self.gauge = gauge
+        self.policy = RetryPolicy(config.max_retries, config.retry_base_s, config.retry_max_s)
+        self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset_s)
+        self.counters = {"requests": 0, "completed": 0, "errors": 0, "ttft_ms_total": 0.0, "duration_ms_total": 0.0}
+        # A provider whose adapter cannot be built still deploys; its requests get the reason as a clear error.
+        self.adapter: BaseProviderAdapter | None = None
+        self.unavailable: RelayError | None = None
+        try:
+            self.adapter = adapter_class(config)(config, http_client=http_client)
+        except RelayError as exc:
+            self.unavailable = exc
+
+    def _adapter(self) -> BaseProviderAdapter:
+        if self.adapter is None:
+            assert self.unavailable is not None
+            raise self.unavailable
+        return self.adapter
+
+    def events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        adapter = self._adapter()
+        type(adapter).check_features(self.config, request)
+        stream = retrying(lambda: adapter.stream_chat(request), self.policy, self.breaker, self.config.provider_id)
+        schema = output_schema(request.params.get("response_format"))
+        return self._measured(validated(stream, schema) if schema is not None else stream)
+
+    async def _measured(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        counters = self.counters
+        counters["requests"] += 1
+        started = time.perf_counter()
+        first = True
+        try:
+            async for event in events:
+                if first and event["type"] != "status":
+                    counters["ttft_ms_total"] += (time.perf_counter() - started) * 1000
+                    first = False
+                yield event
+        except RelayError:
+            counters["errors"] += 1
+            raise
+        counters["completed"] += 1
+        counters["duration_ms_total"] += (time.perf_counter() - started) * 1000
+
+    def stats(self) -> dict[str, Any]:
+        """Request, error and latency counters of this replica (``/api/stats``)."""
+        c = self.counters
+        return {
+            "provider_id": self.config.provider_id,
+            "provider_type": self.config.provider_type,
+            "requests": c["requests"],
+            "completed": c["completed"],
+            "errors": c["errors"],
+            "in_flight": self.gauge.active,
+            "mean_ttft_ms": round(c["ttft_ms_total"] / c["requests"], 2) if c["requests"] else None,
+            "mean_duration_ms": round(c["duration_ms_total"] / c["completed"], 2) if c["completed"] else None,
+            "breaker": self.breaker.state,
+        }
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        """Event batches: one per coalescing window, never one per token under load."""
+        return coalesce(self.events(request), self.gauge, request.load_hint)
+
+    async def health(self) -> dict[str, Any]:
+        base = {
+            "provider_id": self.config.provider_id,
+            "provider_type": self.config.provider_type,
+            "breaker": self.breaker.snapshot(),
+            "active_streams": self.gauge.active,
+        }
+        if self.adapter is None:
+            return base | {"reachable": False, "ok": False, "error": str(self.unavailable)}
+        probe = await self.adapter.health()
+        return base | probe | {"ok": probe["ok"] and self.breaker.state == "closed"}
+
+    async def aclose(self) -> None:
+        if self.adapter is not None:
+            await self.adapter.aclose()

@@ -1,0 +1,1 @@
+"""Pure translation between Relay's OpenAI-shaped requests and events and each provider's wire format."""

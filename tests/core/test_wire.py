@@ -1,0 +1,340 @@
+"""Translation between Relay's OpenAI-shaped requests and the Anthropic wire, and media normalization."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.errors import InvalidRequest, Overloaded, UnsupportedFeature
+from relay.media import MediaPolicy, normalize_messages
+from relay.request import ChatRequest
+from relay.wire.anthropic import (
+    FINISH_FROM_ANTHROPIC,
+    STOP_FROM_FINISH,
+    STRUCTURED_TOOL,
+    AnthropicStream,
+    to_anthropic_request,
+)
+from relay.wire.openai import OpenAIStream, prepare_messages
+from tests.cases import PDF, PNG, WEATHER_TOOL
+
+
+def anthropic_body(messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
+    request = ChatRequest(provider="claude", messages=messages, params=params, user=params.pop("user", None))
+    return to_anthropic_request(request, "claude-x", 1024)
+
+
+def test_system_and_developer_move_to_the_top_and_same_roles_merge() -> None:
+    body = anthropic_body(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Answer in English."},
+            {"role": "user", "content": "Hi", "name": "ada"},
+            {"role": "user", "content": [{"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": "Hello"},
+        ]
+    )
+    assert body["system"] == [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Answer in English."}]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+    ]
+    assert body["max_tokens"] == 1024 and body["model"] == "claude-x"
+
+
+def test_tool_calls_become_tool_use_and_tool_results_lead_one_user_turn() -> None:
+    body = anthropic_body(
+        [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "rain"}]},
+            {"role": "user", "content": "Thanks"},
+        ],
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        parallel_tool_calls=False,
+    )
+    assistant, results = body["messages"][1], body["messages"][2]
+    assert assistant == {
+        "role": "assistant",
+        "content": [
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
+        ],
+    }
+    assert results["role"] == "user" and [b["type"] for b in results["content"]] == [
+        "tool_result",
+        "tool_result",
+        "text",
+    ]
+    assert results["content"][1] == {"type": "tool_result", "tool_use_id": "call_2", "content": "rain"}
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "input_schema": WEATHER_TOOL["function"]["parameters"],
+        }
+    ]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+    ],
+)
+def test_tool_choice_maps(choice: Any, expected: dict[str, Any]) -> None:
+    assert (
+        anthropic_body([{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], tool_choice=choice)["tool_choice"]
+        == expected
+    )
+
+
+def test_bad_tool_arguments_name_the_field() -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        anthropic_body(
+            [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]},
+            ]
+        )
+    assert exc.value.param == "messages[1].tool_calls[0].function.arguments"
+
+
+def test_sampling_stop_user_and_thinking() -> None:
+    body = anthropic_body(
+        [{"role": "user", "content": "x"}], temperature=0.2, top_p=0.9, stop="END", user="u-1", max_tokens=50
+    )
+    assert body["stop_sequences"] == ["END"] and body["metadata"] == {"user_id": "u-1"}
+    assert body["temperature"] == 0.2 and body["top_p"] == 0.9 and body["max_tokens"] == 50
+    thinking = anthropic_body([{"role": "user", "content": "x"}], reasoning_effort="medium", temperature=0.5)
+    assert thinking["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert thinking["max_tokens"] > 4096 and "temperature" not in thinking
+
+
+def test_response_format_becomes_a_forced_tool() -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    body = anthropic_body(
+        [{"role": "user", "content": "x"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "Person", "schema": schema}},
+    )
+    assert body["tools"][-1]["name"] == STRUCTURED_TOOL and body["tools"][-1]["input_schema"] == schema
+    assert body["tool_choice"] == {"type": "tool", "name": STRUCTURED_TOOL}
+
+
+def test_images_and_documents_become_anthropic_blocks() -> None:
+    body = anthropic_body(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Look"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "a.pdf"}},
+                    {
+                        "type": "file",
+                        "file": {"file_data": "data:text/plain;base64," + base64.b64encode(b"notes").decode()},
+                    },
+                ],
+            }
+        ]
+    )
+    blocks = body["messages"][0]["content"]
+    assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    assert blocks[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+    assert blocks[3] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+        "title": "a.pdf",
+    }
+    assert blocks[4]["source"] == {"type": "text", "media_type": "text/plain", "data": "notes"}
+    with pytest.raises(UnsupportedFeature):
+        anthropic_body(
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]
+        )
+
+
+def test_stop_reasons_map_both_ways() -> None:
+    for ours in ("stop", "length", "tool_calls", "content_filter"):
+        assert FINISH_FROM_ANTHROPIC[STOP_FROM_FINISH[ours]] == ours
+    assert FINISH_FROM_ANTHROPIC["stop_sequence"] == "stop"
+    assert FINISH_FROM_ANTHROPIC["model_context_window_exceeded"] == "length"
+
+
+def feed(stream: AnthropicStream, events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [out for kind, data in events for out in stream.feed(kind, data)]
+
+
+def test_anthropic_stream_translates_text_tools_thinking_usage() -> None:
+    start = {
+        "type": "message_start",
+        "message": {"usage": {"input_tokens": 11, "output_tokens": 1, "cache_read_input_tokens": 5}},
+    }
+    events = feed(
+        AnthropicStream(),
+        [
+            ("message_start", start),
+            (
+                "content_block_start",
+                {"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+            ),
+            ("ping", {"type": "ping"}),
+            ("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+            ("content_block_delta", {"index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            ("content_block_stop", {"index": 0}),
+            ("content_block_start", {"index": 1, "content_block": {"type": "text", "text": ""}}),
+            ("content_block_delta", {"index": 1, "delta": {"type": "text_delta", "text": "Checking"}}),
+            ("content_block_stop", {"index": 1}),
+            (
+                "content_block_start",
+                {"index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}},
+            ),
+            ("content_block_delta", {"index": 2, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            ("content_block_delta", {"index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"a"'}}),
+            ("content_block_delta", {"index": 2, "delta": {"type": "input_json_delta", "partial_json": ": 1}"}}),
+            ("content_block_stop", {"index": 2}),
+            ("future_event", {"type": "future_event"}),
+            ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            ("message_stop", {"type": "message_stop"}),
+        ],
+    )
+    assert events == [
+        {"type": "reasoning-delta", "content": "hmm"},
+        {"type": "text-delta", "content": "Checking"},
+        {"type": "tool-call-start", "index": 0, "tool_call_id": "toolu_1", "name": "f"},
+        {"type": "tool-call-delta", "index": 0, "arguments_delta": '{"a"'},
+        {"type": "tool-call-delta", "index": 0, "arguments_delta": ": 1}"},
+        {"type": "tool-call-end", "index": 0, "tool_call_id": "toolu_1", "name": "f", "arguments": '{"a": 1}'},
+        {"type": "usage", "input_tokens": 11, "output_tokens": 9, "cache_read_tokens": 5, "cache_write_tokens": 0},
+        {"type": "finish", "reason": "tool_calls"},
+    ]
+
+
+def test_anthropic_midstream_error_is_classified_by_its_type() -> None:
+    with pytest.raises(Overloaded) as exc:
+        AnthropicStream(prefix="claude: ").feed(
+            "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        )
+    assert exc.value.retryable and exc.value.message.startswith("claude: ")
+
+
+def test_structured_tool_input_streams_as_text() -> None:
+    events = feed(
+        AnthropicStream(structured=True),
+        [
+            (
+                "content_block_start",
+                {"index": 0, "content_block": {"type": "tool_use", "id": "t", "name": STRUCTURED_TOOL, "input": {}}},
+            ),
+            ("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"n": 1}'}}),
+            ("content_block_stop", {"index": 0}),
+            ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
+            ("message_stop", {}),
+        ],
+    )
+    assert events[0] == {"type": "text-delta", "content": '{"n": 1}'} and events[-1]["reason"] == "stop"
+
+
+def test_citations_from_both_wires() -> None:
+    citation = {
+        "type": "char_location",
+        "cited_text": "grass is green",
+        "document_index": 0,
+        "document_title": "Facts",
+        "start_char_index": 0,
+        "end_char_index": 14,
+    }
+    stream = AnthropicStream()
+    stream.feed("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    assert stream.feed(
+        "content_block_delta", {"index": 0, "delta": {"type": "citations_delta", "citation": citation}}
+    ) == [
+        {
+            "type": "citation",
+            "cited_text": "grass is green",
+            "title": "Facts",
+            "document_index": 0,
+            "start_index": 0,
+            "end_index": 14,
+        }
+    ]
+    annotation = {
+        "type": "url_citation",
+        "url_citation": {"url": "https://e.com", "title": "E", "start_index": 1, "end_index": 4},
+    }
+    assert OpenAIStream().feed({"choices": [{"index": 0, "delta": {"annotations": [annotation]}}]}) == [
+        {"type": "citation", "url": "https://e.com", "title": "E", "start_index": 1, "end_index": 4}
+    ]
+
+
+def test_openai_text_files_travel_as_text() -> None:
+    text_file = {
+        "type": "file",
+        "file": {"file_data": "data:text/plain;base64," + base64.b64encode(b"hi").decode(), "filename": "n.txt"},
+    }
+    pdf = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}"}}
+    [message] = prepare_messages([{"role": "user", "content": [text_file, pdf]}])
+    assert message["content"] == [{"type": "text", "text": "n.txt:\nhi"}, pdf]
+
+
+def test_media_paths_urls_and_seed_fields(tmp_path: Path) -> None:
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    doc = tmp_path / "report.pdf"
+    doc.write_bytes(b"%PDF-1.4 fake")
+    message = {
+        "role": "user",
+        "content": "Describe",
+        "images": [str(image), "https://e.com/x.jpg"],
+        "files": [str(doc)],
+    }
+    [out] = normalize_messages([message], MediaPolicy(allowed_dirs=(tmp_path,)))
+    assert out["content"][0] == {"type": "text", "text": "Describe"}
+    assert (
+        out["content"][1]["image_url"]["url"]
+        == f"data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"
+    )
+    assert out["content"][2]["image_url"]["url"] == "https://e.com/x.jpg"
+    assert out["content"][3] == {
+        "type": "file",
+        "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "report.pdf"},
+    }
+    assert "images" not in out and "files" not in out
+
+
+def test_media_refuses_paths_outside_the_allowed_dirs(tmp_path: Path) -> None:
+    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}
+    with pytest.raises(InvalidRequest) as exc:
+        normalize_messages([message], MediaPolicy())
+    assert exc.value.param == "messages[0].content[0].image_url" and "not accepted" in exc.value.message
+    with pytest.raises(InvalidRequest) as bad:
+        normalize_messages(
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64"}}]}],
+            MediaPolicy(),
+        )
+    assert "data URI" in bad.value.message
+    with pytest.raises(UnsupportedFeature):
+        normalize_messages([{"role": "user", "content": "x", "videos": ["a.mp4"]}], MediaPolicy())

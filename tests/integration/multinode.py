@@ -1,0 +1,126 @@
+"""A three-node cluster on one machine: remove the worker holding live sessions, count what survives.
+
+Run by ``test_multinode.py`` in its own process (one Ray cluster per process).
+Prints one JSON line of figures; exits non-zero when a session lost a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ray
+from ray import serve
+from ray.cluster_utils import Cluster
+
+from actors.deploy import deploy_config
+from relay.cli import load_serve_config
+from relay.store import open_store
+from tests.fakes.openai_upstream import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SESSIONS = 8
+
+
+def config(data_dir: Path, port: int) -> dict[str, Any]:
+    serve_config = load_serve_config(ROOT / "config" / "serve.yaml", host="127.0.0.1", port=port, data_dir=data_dir)
+    application = serve_config["applications"][0]
+    args = application["args"]
+    if os.environ.get("RELAY_STORE_URL"):
+        args["store_url"] = os.environ["RELAY_STORE_URL"]
+    args["providers"] = [{"provider_id": "echo", "provider_type": "echo", "model": "echo"}]
+    # Session actors only on the workers (they alone have "sessions"); Serve's replicas stay on the head.
+    args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600, "max_actors": 6, "actor_resources": {"sessions": 1}}
+    for deployment in application["deployments"]:
+        if deployment["name"] == "SessionDirectory":
+            deployment["ray_actor_options"] = {"num_cpus": 0, "resources": {"head": 0.01}}
+    return serve_config
+
+
+async def send(http: httpx.AsyncClient, user: str, session_id: str, text: str) -> dict[str, Any]:
+    response = await http.post(
+        "/api/streaming/chat",
+        json={"session_id": session_id, "stream_format": "json", "messages": [{"role": "user", "content": text}]},
+        headers={"X-User-Id": user},
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+async def scenario(cluster: Cluster, url: str, store_url: str) -> dict[str, Any]:
+    directory = serve.get_deployment_handle("SessionDirectory", app_name="relay")
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        owners = {}
+        for i in range(SESSIONS):
+            user = f"node-user-{i % 4}"
+            created = await http.post("/api/sessions", json={}, headers={"X-User-Id": user})
+            owners[created.json()["session_id"]] = user
+        for turn in range(2):
+            await asyncio.gather(*(send(http, user, sid, f"{sid} turn {turn}") for sid, user in owners.items()))
+
+        async def node_of(sid: str) -> str:
+            actor = await directory.locate.remote(sid)
+            return str(await actor.node_id.remote())
+
+        before = {sid: await node_of(sid) for sid in owners}
+        victim_id = max(set(before.values()), key=list(before.values()).count)
+        victim = next(node for node in cluster.worker_nodes if node.node_id == victim_id)
+        doomed = [sid for sid, node in before.items() if node == victim_id]
+        cluster.remove_node(victim)
+
+        started = time.perf_counter()
+        replies = await asyncio.gather(*(send(http, user, sid, f"{sid} turn 2") for sid, user in owners.items()))
+        recovery_s = time.perf_counter() - started
+        after = {sid: await node_of(sid) for sid in owners}
+
+    store = open_store(store_url)
+    lost = 0
+    for sid in owners:
+        history = [m["content"] for m in store.messages(sid)]
+        expected = [f"{sid} turn {t}" for t in range(3) for _ in ("user", "assistant")]
+        lost += sum(1 for t in range(3) if f"{sid} turn {t}" not in history)
+        assert history == expected, (sid, history)
+    assert all(reply["content"] == f"{sid} turn 2" for reply, sid in zip(replies, owners, strict=True))
+    return {
+        "sessions": SESSIONS,
+        "nodes": 3,
+        "on_removed_node": len(doomed),
+        "reactivated_elsewhere": sum(after[sid] != victim_id for sid in doomed),
+        "lost_turns": lost,
+        "third_turn_all_sessions_s": round(recovery_s, 2),
+    }
+
+
+def main() -> int:
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False, "redis_port": free_port()},
+    )
+    for _ in range(2):
+        cluster.add_node(num_cpus=0, resources={"sessions": 100})
+    ray.init(address=cluster.address, namespace="serve", log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as data:
+            port = free_port()
+            serve_config = config(Path(data), port)
+            deploy_config(serve_config)
+            figures = asyncio.run(
+                scenario(cluster, f"http://127.0.0.1:{port}", serve_config["applications"][0]["args"]["store_url"])
+            )
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(json.dumps(figures))
+    return 0 if figures["lost_turns"] == 0 and figures["reactivated_elsewhere"] == figures["on_removed_node"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
