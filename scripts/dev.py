@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -41,6 +42,19 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(digest)
 
 
+def ensure_chromium() -> None:
+    """The browser tests drive Debian's chromium; install it when we can (root with apt), else say how."""
+    if shutil.which("chromium") or shutil.which("chromium-headless-shell"):
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print("installing chromium (apt) for the browser tests", file=sys.stderr)
+        quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=quiet, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=quiet, stdout=subprocess.DEVNULL)
+        return
+    sys.exit("the browser tests need chromium on PATH: install your distribution's 'chromium' package")
+
+
 def _dev_digest() -> str:
     """A dev install also satisfies a plain one."""
     return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + b".[dev]").hexdigest()
@@ -65,6 +79,7 @@ def main() -> int:
         return run([str(BIN / "relay"), "serve", *rest])
     if command == "test":
         ensure_venv("dev")
+        ensure_chromium()
         if run([str(BIN / "ruff"), "check", "."]) != 0:
             return 1
         if rest:
