@@ -1,8 +1,11 @@
 """One session's turn logic, independent of where it runs (a Ray actor or in-process).
 
 The rules from DESIGN.md live here: one turn at a time, the user message is
-durable before the provider is called, and a run that ends early is stored as
-``interrupted`` or ``failed`` with its partial text.
+durable before the provider is called, and a run that ends early is stored
+with its partial text: ``cancelled`` when its caller stopped it (a WebSocket
+``cancel``, a closed stream or connection: the turn's consumer is cancelled),
+``interrupted`` when it broke after content reached the caller (an upstream
+failure here; a dead actor, recorded by whoever notices), ``failed`` before.
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ class Session:
             if status == "completed" and self.context.memory_provider and request.memory:
                 self._spawn(self._remember(last_user_text(request.messages), open_stream))
         except (asyncio.CancelledError, GeneratorExit):
-            status = "interrupted"
+            status = "cancelled"  # only the turn's consumer cancels it (ray.cancel, or closing the generator)
             raise
         except Exception as exc:
             error = as_relay_error(exc)
@@ -139,7 +142,7 @@ class Session:
             yield run_log.add([error.to_event()])
         finally:
             final = self._finish(run_id, reply, started, ttft, served)
-            if status == "interrupted" and reply.error is None:
+            if status == "cancelled":
                 final["reason"] = "cancelled"
             run_log.add([final])
             run_log.close()

@@ -93,4 +93,4 @@ async def test_a_dropped_connection_without_resumable_still_cancels(url: str) ->
         runs = (await http.get(f"/api/sessions/{session_id}/runs")).json()["runs"]
         while runs[0]["status"] == "running":  # the server notices the disconnect on its own schedule
             runs = (await http.get(f"/api/sessions/{session_id}/runs")).json()["runs"]
-        assert runs[0]["status"] == "interrupted" and runs[0]["output"] != WORDS
+        assert runs[0]["status"] == "cancelled" and runs[0]["output"] != WORDS

@@ -91,7 +91,7 @@ async def test_two_requests_in_flight_and_a_cancel(url: str, backend: LocalBacke
     assert finished["short"]["reason"] == "stop" and finished["long"]["reason"] == "cancelled"
     assert session_id is not None
     [run] = backend.store.runs(session_id)
-    assert run["status"] == "interrupted" and 3 <= len(run["output"].split()) < 200
+    assert run["status"] == "cancelled" and 3 <= len(run["output"].split()) < 200
 
 
 async def test_feedback_interleaved_and_errors(url: str, backend: LocalBackend) -> None:
