@@ -9,6 +9,11 @@ the pool shrinks back to its warm size only after a longer idle time. Activation
 never waits for a process start while any actor is up: past the cap, or while a
 new actor starts in the background, the session is co-hosted on the least
 loaded actor.
+
+Live sessions are capped too (``max_live_sessions``): each new activation, and
+a periodic sweep, passivates the least recently used idle sessions beyond it,
+skipping busy ones. The same sweep passivates sessions idle past ``idle_ttl_s``,
+trims the pool and applies retention (``retention_days``).
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import ray
 from ray import serve
 from ray.actor import ActorHandle
 
-from relay.config import ProviderConfig, RelaySettings, live_cap_for
-from relay.errors import Conflict, Overloaded
+from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_cap_for
+from relay.errors import Conflict, InvalidRequest, Overloaded
 from relay.providers import adapter_class
 from relay.registry import ProviderRegistry
 from relay.store import open_store
@@ -38,6 +43,10 @@ from .session_actor import SessionActor
 __all__ = ["SessionDirectory"]
 
 log = logging.getLogger("relay.directory")
+
+# The sweep runs at least this often, whatever the TTLs: the live cap and the pool's trim depend on it too.
+_SWEEP_MAX_S = 30.0
+_TUNABLE = frozenset({"warm_pool_size", "max_live_sessions", "idle_ttl_s", "pool_idle_ttl_s", "retention_days"})
 
 
 @dataclass(eq=False, slots=True)
@@ -70,12 +79,22 @@ class SessionDirectory:
         # Activations of each live session: more than one would be a double activation (dropped on passivation).
         self.activation_counts: dict[str, int] = {}
         self.wanted = asyncio.Event()
+        self.retuned = asyncio.Event()  # wakes the sweep when the lifecycle settings change
+        self._room = asyncio.Lock()  # one LRU pass at a time: concurrent ones would passivate too many
         app_name = serve.get_replica_context().app_name
         self.providers: dict[str, ProviderConfig] = {
             p.provider_id: p.model_copy(update={"pool_app": app_name, "api_key": None}) for p in settings.providers
         }
         self.registry = ProviderRegistry(self.store, settings)
-        self.counters = {"activations": 0, "reactivations": 0, "passivations": 0, "created": 0, "cohosted": 0}
+        self.counters = {
+            "activations": 0,
+            "reactivations": 0,
+            "passivations": 0,
+            "lru_passivations": 0,  # the part of passivations made to keep under max_live_sessions
+            "expired": 0,  # stored sessions deleted by retention
+            "created": 0,
+            "cohosted": 0,
+        }
         # Before the first request: registered providers must be routable as soon as the directory answers.
         await self._restore_providers()
         self._tasks = [asyncio.create_task(self._grow()), asyncio.create_task(self._reap())]
@@ -102,6 +121,7 @@ class SessionDirectory:
         future: asyncio.Future[_Host] = asyncio.get_running_loop().create_future()
         self.activating[session_id] = future
         try:
+            await self._make_room()  # before placing: an actor emptied here is the one this session gets
             host = await self._activate_somewhere(session_id, user_id)
             host.sessions.add(session_id)
             self.live[session_id] = _Live(host, user_id, time.monotonic())
@@ -177,18 +197,40 @@ class SessionDirectory:
 
     async def _reap(self) -> None:
         while True:
-            await asyncio.sleep(max(0.5, self.settings.idle_ttl_s / 4))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.retuned.wait(), timeout=self._sweep_interval())
+            self.retuned.clear()
             try:
                 await self.passivate_idle(self.settings.idle_ttl_s)
+                await self._make_room()
                 self._trim_pool()
                 if self.settings.retention_days is not None:
-                    cutoff = time.time() - self.settings.retention_days * 86400
-                    self.store.delete_expired(cutoff, keep=lambda session_id: session_id in self.live)
-                excess = len(self.live) - self.settings.max_live_sessions
-                for session_id in list(self.live)[: max(0, excess)]:
-                    await self._passivate(session_id, 0.0)
+                    self.expire(time.time() - self.settings.retention_days * 86400)
             except Exception:
                 log.exception("passivation failed")
+
+    def _sweep_interval(self) -> float:
+        shortest = min(self.settings.idle_ttl_s, self.settings.pool_idle_ttl_s)
+        return min(_SWEEP_MAX_S, max(0.5, shortest / 4))
+
+    async def _make_room(self) -> int:
+        """Passivate least recently used idle sessions until the live and activating ones fit the cap.
+
+        A busy session is skipped, not waited for, and the pass goes on down the LRU order: the cap stays
+        exceeded only while every session over it is mid-turn. A session handed out for a turn that has not
+        started yet can be passivated too; its caller gets ``SessionMoved`` and activates it again.
+        """
+        if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
+            return 0
+        passivated = 0
+        async with self._room:
+            for session_id in list(self.live):  # oldest use first
+                if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
+                    break
+                if await self._passivate(session_id, 0.0):
+                    passivated += 1
+        self.counters["lru_passivations"] += passivated
+        return passivated
 
     async def _passivate(self, session_id: str, min_idle_s: float) -> bool:
         entry = self.live.get(session_id)
@@ -222,7 +264,33 @@ class SessionDirectory:
 
     async def passivate_idle(self, min_idle_s: float) -> list[str]:
         """Passivate every live session idle for ``min_idle_s``; returns their ids."""
-        return [sid for sid in list(self.live) if await self._passivate(sid, min_idle_s)]
+        # A session handed out less than min_idle_s ago cannot have idled that long: no need to ask its actor.
+        handed_before = time.monotonic() - min_idle_s
+        candidates = [sid for sid, entry in self.live.items() if entry.last_used <= handed_before]
+        return [sid for sid in candidates if await self._passivate(sid, min_idle_s)]
+
+    def expire(self, idle_before: float) -> int:
+        """Retention: delete stored sessions untouched since ``idle_before``; live and activating ones stay."""
+        deleted = self.store.delete_expired(idle_before, keep=lambda sid: sid in self.live or sid in self.activating)
+        self.counters["expired"] += deleted
+        return deleted
+
+    def tune(self, **changes: Any) -> dict[str, Any]:
+        """Change lifecycle settings of the running directory without a redeploy; returns the values replaced.
+
+        The sweep wakes at once, so a lower cap or a shorter TTL takes effect now (operators, benchmarks, tests).
+        """
+        unknown = sorted(set(changes) - _TUNABLE)
+        if unknown:
+            raise InvalidRequest(
+                f"Not a tunable lifecycle setting: {', '.join(unknown)}; use {', '.join(sorted(_TUNABLE))}",
+                param=unknown[0],
+            )
+        previous = {key: getattr(self.settings, key) for key in changes}
+        self.settings = SessionSettings.model_validate(self.settings.model_dump() | changes)
+        self.retuned.set()
+        self.wanted.set()
+        return previous
 
     def _drop_host(self, host: _Host) -> None:
         for session_id in host.sessions:
@@ -322,8 +390,11 @@ class SessionDirectory:
             "pooled": len(self.pool),
             "creating": self.creating,
             "max_actors": self.max_actors,
+            "max_live_sessions": self.settings.max_live_sessions,
             "warm_pool_size": self.settings.warm_pool_size,
             "idle_ttl_s": self.settings.idle_ttl_s,
+            "pool_idle_ttl_s": self.settings.pool_idle_ttl_s,
+            "retention_days": self.settings.retention_days,
             "stored": stored,
             "passivated": stored - len(self.live),
             **self.counters,

@@ -117,15 +117,34 @@ def _status(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         print(f"relay status: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
-    sessions = stats["sessions"]
-    print(
-        f"sessions: {sessions['live']} live on {sessions['live_actors']} actors (cap {sessions['max_actors']}), "
-        f"{sessions.get('passivated', 0)} passivated, {sessions['pooled']} pooled actors"
-    )
+    for line in _session_lines(stats["sessions"]):
+        print(line)
     print(f"{'provider':<20} {'type':<18} {'replicas':>8}  status")
     for pool in stats["providers"]:
         print(f"{pool['provider_id']:<20} {pool['provider_type']:<18} {pool['replicas']:>8}  {pool.get('status', '')}")
     return 0
+
+
+def _session_lines(sessions: dict[str, Any]) -> list[str]:
+    """Live, passivated and pooled counts first; then the lifecycle settings and what they have done so far."""
+    live, pooled = sessions["live"], sessions["pooled"]
+    passivated = sessions.get("passivated", sessions.get("stored", live) - live)
+    lines = [
+        f"sessions: {live} live on {sessions.get('live_actors', live)} actors (cap {sessions.get('max_actors', '-')}), "
+        f"{passivated} passivated, {pooled} pooled actors"
+    ]
+    if "idle_ttl_s" in sessions:
+        retention = sessions.get("retention_days")
+        lines.append(
+            f"lifecycle: live cap {sessions['max_live_sessions']}, warm pool {sessions['warm_pool_size']}, "
+            f"idle TTL {sessions['idle_ttl_s']:g} s, retention {f'{retention:g} days' if retention else 'forever'}"
+        )
+        lines.append(
+            f"since start: {sessions['activations']} activations ({sessions['reactivations']} from the store), "
+            f"{sessions['passivations']} passivations ({sessions['lru_passivations']} over the live cap), "
+            f"{sessions['expired']} expired"
+        )
+    return lines
 
 
 def _chat(args: argparse.Namespace) -> int:
