@@ -1,0 +1,65 @@
+"""Batch evaluation across providers: datasets, cells, scorers, costs, durable results and reports.
+
+Plain Python; ``actors.evaluation`` runs it on a Ray cluster through the
+provider pools, and ``relay eval`` is its command line.
+"""
+
+from __future__ import annotations
+
+from .costs import CostCeilingExceeded, CostEstimate, Price, PriceTable, estimate_cost
+from .dataset import DatasetError, Row, load_dataset, parse_rows
+from .export import write_outputs
+from .judge import LLMJudge, parse_verdict
+from .limits import LocalLimiter, RateLimits, TokenBucket
+from .local import RuntimeStreams
+from .plan import Candidate, Cell, config_hash, plan_cells
+from .progress import Progress
+from .report import render_report
+from .results import ResultStore, open_results
+from .runner import EvalResult, Evaluation
+from .scoring import Contains, Equals, JsonSchema, JsonValid, PythonScorer, Regex, Score, Scorer
+from .spec import EvalOptions, candidates_for, parse_scorer
+from .summary import CandidateSummary, summarize, summary_table
+
+__all__ = [
+    "Candidate",
+    "CandidateSummary",
+    "Cell",
+    "Contains",
+    "CostCeilingExceeded",
+    "CostEstimate",
+    "DatasetError",
+    "Equals",
+    "EvalOptions",
+    "EvalResult",
+    "Evaluation",
+    "JsonSchema",
+    "JsonValid",
+    "LLMJudge",
+    "LocalLimiter",
+    "Price",
+    "PriceTable",
+    "Progress",
+    "PythonScorer",
+    "RateLimits",
+    "Regex",
+    "ResultStore",
+    "Row",
+    "RuntimeStreams",
+    "Score",
+    "Scorer",
+    "TokenBucket",
+    "candidates_for",
+    "config_hash",
+    "estimate_cost",
+    "load_dataset",
+    "open_results",
+    "parse_rows",
+    "parse_scorer",
+    "parse_verdict",
+    "plan_cells",
+    "render_report",
+    "summarize",
+    "summary_table",
+    "write_outputs",
+]

@@ -1,0 +1,139 @@
+"""Token buckets for requests and tokens per minute, one pair per provider.
+
+The buckets reserve rather than block: ``reserve`` takes what a call needs at
+once, possibly into debt, and answers how long the caller must wait before
+sending. One holder of the buckets (an actor on a cluster, ``LocalLimiter`` in
+a process) can then serve every caller without parking any of them. The
+token charge is an estimate made before the call; ``settle`` corrects it with
+the usage the reply reports. A 429's ``Retry-After`` pauses the provider for
+every caller, not only the one that was told.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["TokenBucket", "RateLimits", "LocalLimiter", "BURST_S"]
+
+# A bucket holds this many seconds of its rate: bursts stay short of a full minute's budget.
+BURST_S = 10.0
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    per_minute: float
+    tokens: float
+    updated: float
+
+    @classmethod
+    def full(cls, per_minute: float, now: float) -> TokenBucket:
+        return cls(per_minute, cls.capacity_for(per_minute), now)
+
+    @staticmethod
+    def capacity_for(per_minute: float) -> float:
+        return max(1.0, per_minute * BURST_S / 60.0)
+
+    @property
+    def capacity(self) -> float:
+        return self.capacity_for(self.per_minute)
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_minute / 60.0)
+        self.updated = now
+
+    def reserve(self, amount: float, now: float) -> float:
+        """Take ``amount`` (capped at the capacity, or it could never be had); seconds until it is covered."""
+        self.refill(now)
+        self.tokens -= min(amount, self.capacity)
+        return 0.0 if self.tokens >= 0 else -self.tokens * 60.0 / self.per_minute
+
+    def give_back(self, amount: float, now: float) -> None:
+        self.refill(now)
+        self.tokens = min(self.capacity, self.tokens + amount)
+
+
+class RateLimits:
+    """Per provider: an rpm bucket, a tpm bucket, and a pause after a Retry-After."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.requests: dict[str, TokenBucket] = {}
+        self.token_buckets: dict[str, TokenBucket] = {}
+        self.paused_until: dict[str, float] = {}
+        self.granted: dict[str, int] = {}
+
+    def configure(self, provider: str, rpm: float | None = None, tpm: float | None = None) -> None:
+        """Set (or, with None, lift) a provider's limits; a changed limit starts from a full bucket."""
+        now = self.clock()
+        for limit, buckets in ((rpm, self.requests), (tpm, self.token_buckets)):
+            if limit is None:
+                buckets.pop(provider, None)
+            elif provider not in buckets or buckets[provider].per_minute != limit:
+                if limit <= 0:
+                    raise ValueError(f"{provider}: a rate limit must be positive, got {limit}")
+                buckets[provider] = TokenBucket.full(limit, now)
+
+    def reserve(self, provider: str, tokens: int) -> float:
+        """Seconds the caller must wait before it sends one request of about ``tokens`` tokens."""
+        now = self.clock()
+        self.granted[provider] = self.granted.get(provider, 0) + 1
+        waits = [self.paused_until.get(provider, now) - now]
+        if provider in self.requests:
+            waits.append(self.requests[provider].reserve(1, now))
+        if provider in self.token_buckets:
+            waits.append(self.token_buckets[provider].reserve(tokens, now))
+        return max(0.0, *waits)
+
+    def settle(self, provider: str, reserved: int, used: int) -> None:
+        """Correct a reservation with the tokens the reply reported."""
+        bucket = self.token_buckets.get(provider)
+        if bucket is None or used == reserved:
+            return
+        now = self.clock()
+        if used < reserved:
+            bucket.give_back(reserved - used, now)
+        else:
+            bucket.reserve(used - reserved, now)
+
+    def pause(self, provider: str, seconds: float) -> None:
+        until = self.clock() + seconds
+        self.paused_until[provider] = max(until, self.paused_until.get(provider, until))
+
+    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
+        now = self.clock()
+        out: dict[str, dict[str, float | int | None]] = {}
+        for provider in {*self.requests, *self.token_buckets, *self.granted}:
+            rpm, tpm = self.requests.get(provider), self.token_buckets.get(provider)
+            for bucket in (rpm, tpm):
+                if bucket is not None:
+                    bucket.refill(now)
+            out[provider] = {
+                "rpm": rpm.per_minute if rpm else None,
+                "tpm": tpm.per_minute if tpm else None,
+                "requests_available": round(rpm.tokens, 3) if rpm else None,
+                "tokens_available": round(tpm.tokens, 3) if tpm else None,
+                "granted": self.granted.get(provider, 0),
+                "paused_s": round(max(0.0, self.paused_until.get(provider, now) - now), 3),
+            }
+        return out
+
+
+class LocalLimiter:
+    """``RateLimits`` behind the async interface the runner uses: one process, no cluster."""
+
+    def __init__(self, limits: RateLimits | None = None) -> None:
+        self.limits = limits or RateLimits()
+
+    async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
+        self.limits.configure(provider, rpm, tpm)
+
+    async def reserve(self, provider: str, tokens: int) -> float:
+        return self.limits.reserve(provider, tokens)
+
+    async def settle(self, provider: str, reserved: int, used: int) -> None:
+        self.limits.settle(provider, reserved, used)
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        self.limits.pause(provider, seconds)

@@ -1,0 +1,34 @@
+"""Evaluation streams in this process: a ``ProviderRuntime`` per provider, no Ray.
+
+The same runtime a pool replica runs, so retries, the breaker and the
+adapters behave as on a cluster; for notebooks, CI without Ray, and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from ..coalesce import LoadGauge
+from ..config import ProviderConfig
+from ..errors import NotFound
+from ..providers.runtime import ProviderRuntime
+from ..request import ChatRequest
+
+__all__ = ["RuntimeStreams"]
+
+
+class RuntimeStreams:
+    def __init__(self, configs: Iterable[ProviderConfig]) -> None:
+        gauge = LoadGauge()
+        self.runtimes = {config.provider_id: ProviderRuntime(config, gauge) for config in configs}
+
+    def __call__(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        runtime = self.runtimes.get(request.provider)
+        if runtime is None:
+            raise NotFound(f"Unknown provider '{request.provider}'", param="provider")
+        return runtime.stream(request)
+
+    async def aclose(self) -> None:
+        for runtime in self.runtimes.values():
+            await runtime.aclose()

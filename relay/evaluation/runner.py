@@ -1,0 +1,285 @@
+"""Runs the cells of an evaluation: resume, cost ceiling, per-provider concurrency, rate limits, scoring.
+
+Plain asyncio over two seams: ``open_stream(request)`` yields a provider's
+event batches (a Serve pool's ``stream`` on a cluster, a ``ProviderRuntime``
+in one process), and a limiter holds the rate buckets (an actor on a cluster,
+``LocalLimiter`` in one process). Retries with backoff and Retry-After happen
+once, in the provider runtime; a cell that still fails is recorded with its
+error and the run goes on. Each cell is written to the result store as soon
+as it finishes, so a stopped run loses only the cells in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from ..errors import as_relay_error
+from ..reply import Reply
+from ..request import ChatRequest
+from .costs import CostCeilingExceeded, CostEstimate, PriceTable, estimate_cost, estimate_input_tokens
+from .dataset import Row
+from .judge import LLMJudge
+from .plan import Candidate, Cell, CellKey, plan_cells
+from .progress import Progress
+from .results import ResultStore
+from .scoring import Score, Scorer
+from .spec import EvalOptions
+from .summary import CandidateSummary, below_threshold, summarize
+
+__all__ = ["Evaluation", "EvalResult", "Limiter", "StreamOpener", "scorer_hash"]
+
+StreamOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
+_CONTENT = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio", "image"})
+
+
+class Limiter(Protocol):
+    async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None: ...
+    async def reserve(self, provider: str, tokens: int) -> float: ...
+    async def settle(self, provider: str, reserved: int, used: int) -> None: ...
+    async def pause(self, provider: str, seconds: float) -> None: ...
+
+
+def scorer_hash(scorers: Sequence[Scorer]) -> str:
+    return hashlib.sha256("\n".join(s.spec for s in scorers).encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class _Call:
+    text: str = ""
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class EvalResult:
+    records: list[dict[str, Any]]
+    summaries: list[CandidateSummary]
+    estimate: CostEstimate
+    called: int = 0
+    reused: int = 0
+    rescored: int = 0
+    wall_s: float = 0.0
+    failing: list[CandidateSummary] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a candidate's pass rate is under ``--fail-under``: what CI reads."""
+        return 1 if self.failing else 0
+
+
+class Evaluation:
+    def __init__(
+        self,
+        rows: Sequence[Row],
+        candidates: Sequence[Candidate],
+        *,
+        open_stream: StreamOpener,
+        limiter: Limiter,
+        store: ResultStore,
+        scorers: Sequence[Scorer] = (),
+        options: EvalOptions | None = None,
+        prices: PriceTable | None = None,
+        progress: Progress | None = None,
+        on_cell: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.rows = rows
+        self.candidates = candidates
+        self.open_stream = open_stream
+        self.limiter = limiter
+        self.store = store
+        self.scorers = list(scorers)
+        self.options = options or EvalOptions()
+        self.prices = prices or PriceTable()
+        self.progress = progress
+        self.on_cell = on_cell
+        self.scorer_hash = scorer_hash(self.scorers)
+        self.cells = plan_cells(rows, candidates, self.options.repeat, self.options.params)
+        self.judges = [s for s in self.scorers if isinstance(s, LLMJudge)]
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def pending(self) -> tuple[list[Cell], list[Cell], dict[CellKey, dict[str, Any]]]:
+        """(cells to call, finished cells to re-score because the scorers changed, stored records)."""
+        stored = self.store.records(cell.key for cell in self.cells)
+        to_call, to_rescore = [], []
+        for cell in self.cells:
+            record = stored.get(cell.key)
+            if record is None or (record["status"] == "error" and self.options.retry_errors):
+                to_call.append(cell)
+            elif record["status"] == "ok" and record["scorer_hash"] != self.scorer_hash:
+                to_rescore.append(cell)
+        return to_call, to_rescore, stored
+
+    def estimate(self, to_call: Sequence[Cell], to_rescore: Sequence[Cell]) -> CostEstimate:
+        judges = [(j.judge, j.max_tokens) for j in self.judges]
+        estimate = estimate_cost(to_call, self.prices, judges)
+        rescoring = estimate_cost(to_rescore, self.prices, judges)
+        for label, cost in rescoring.per_label.items():
+            if label.startswith("judge "):
+                estimate.per_label[label] = estimate.per_label.get(label, 0.0) + cost
+                estimate.total += cost
+        estimate.unpriced += [name for name in rescoring.unpriced if name not in estimate.unpriced]
+        return estimate
+
+    async def run(self) -> EvalResult:
+        started = time.perf_counter()
+        to_call, to_rescore, stored = self.pending()
+        estimate = self.estimate(to_call, to_rescore)
+        ceiling = self.options.max_cost
+        if ceiling is not None and not self.options.force and (estimate.unpriced or estimate.total > ceiling):
+            raise CostCeilingExceeded(estimate, ceiling)
+        providers = {c.provider for c in self.candidates} | {j.judge.provider for j in self.judges}
+        for provider in sorted(providers):
+            self._slots[provider] = asyncio.Semaphore(self.options.in_flight(provider))
+            rpm, tpm = self.options.rpm.get(provider), self.options.tpm.get(provider)
+            if rpm is not None or tpm is not None:
+                await self.limiter.configure(provider, rpm, tpm)
+        if self.progress is not None:
+            totals: dict[str, int] = {c.label: 0 for c in self.candidates}
+            for cell in to_call:
+                totals[cell.candidate.label] += 1
+            self.progress.start(totals)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for cell in to_call:
+                    group.create_task(self._called(cell))
+                for cell in to_rescore:
+                    group.create_task(self._rescored(cell, stored[cell.key]))
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+        final = self.store.records(cell.key for cell in self.cells)
+        records = [final[cell.key] for cell in self.cells if cell.key in final]
+        summaries = summarize(records, [c.label for c in self.candidates])
+        failing = below_threshold(summaries, self.options.fail_under) if self.options.fail_under is not None else []
+        return EvalResult(
+            records,
+            summaries,
+            estimate,
+            called=len(to_call),
+            reused=len(self.cells) - len(to_call) - len(to_rescore),
+            rescored=len(to_rescore),
+            wall_s=time.perf_counter() - started,
+            failing=failing,
+        )
+
+    async def _called(self, cell: Cell) -> None:
+        async with self._slots[cell.candidate.provider]:
+            call = await self.call(cell.request, cell.max_tokens)
+        record = await self._record(cell, call)
+        if self.progress is not None:
+            self.progress.update(cell.candidate.label, error=call.error is not None)
+        if self.on_cell is not None:
+            self.on_cell(record)
+
+    async def _rescored(self, cell: Cell, stored: dict[str, Any]) -> None:
+        scores = await self.score(stored["output"], cell.row)
+        self.store.put(stored | self._scored(scores, None))
+
+    async def call(self, request: ChatRequest, max_tokens: int) -> _Call:
+        """One provider call through the limiter; never raises for a provider's failure."""
+        provider = request.provider
+        reserved = estimate_input_tokens(request.messages) + max_tokens
+        delay = await self.limiter.reserve(provider, reserved)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        call = _Call()
+        reply = Reply()
+        started = time.perf_counter()
+        try:
+            async with contextlib.aclosing(self.open_stream(request)) as batches:
+                async for batch in batches:
+                    if call.ttft_ms is None and any(event["type"] in _CONTENT for event in batch):
+                        call.ttft_ms = (time.perf_counter() - started) * 1000
+                    reply.extend(batch)
+            call.error = reply.error
+        except Exception as exc:
+            error = as_relay_error(exc)
+            call.error = {key: value for key, value in error.to_event().items() if key != "type"}
+        call.latency_ms = (time.perf_counter() - started) * 1000
+        call.text = reply.content or (orjson.dumps(reply.tool_call_list()).decode() if reply.tool_calls else "")
+        call.finish_reason = "error" if call.error else reply.finish_reason
+        call.input_tokens = reply.usage.get("input_tokens", 0)
+        call.output_tokens = reply.usage.get("output_tokens", 0)
+        used = call.input_tokens + call.output_tokens
+        await self.limiter.settle(provider, reserved, used if used else reserved)
+        retry_after = (call.error or {}).get("retry_after")
+        if call.error and call.error.get("error_type") == "rate_limit_error" and retry_after:
+            await self.limiter.pause(provider, float(retry_after))
+        return call
+
+    async def score(self, output: str, row: Row) -> list[Score]:
+        scores = []
+        for scorer in self.scorers:
+            if isinstance(scorer, LLMJudge):
+                scores.append(await self._judge(scorer, output, row))
+                continue
+            try:
+                scores.append(scorer.score(output, row))
+            except Exception as exc:  # a scorer's bug fails its score, never the run
+                scores.append(Score(scorer.name, 0.0, False, f"scorer failed: {type(exc).__name__}: {exc}"))
+        return scores
+
+    async def _judge(self, scorer: LLMJudge, output: str, row: Row) -> Score:
+        judge = scorer.judge
+        request = ChatRequest(
+            provider=judge.provider,
+            messages=scorer.messages(output, row),
+            model=judge.model,
+            params={"max_tokens": scorer.max_tokens, "temperature": 0},
+            provider_options=dict(judge.provider_options),
+            pool_app=judge.pool_app,
+            memory=False,
+        )
+        async with self._slots[judge.provider]:
+            call = await self.call(request, scorer.max_tokens)
+        cost = self.prices.cost(judge.provider, judge.model, call.input_tokens, call.output_tokens) or 0.0
+        if call.error:
+            return Score(scorer.name, 0.0, False, f"judge call failed: {call.error.get('message')}", cost)
+        verdict = scorer.verdict(call.text)
+        verdict.cost = cost
+        return verdict
+
+    def _scored(self, scores: list[Score], error: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "scores": [s.to_dict() for s in scores],
+            "scorer_hash": self.scorer_hash,
+            "passed": error is None and all(s.passed for s in scores),
+            "judge_cost": sum(s.cost for s in scores),
+        }
+
+    async def _record(self, cell: Cell, call: _Call) -> dict[str, Any]:
+        scores = [] if call.error else await self.score(call.text, cell.row)
+        candidate = cell.candidate
+        record = {
+            "row_id": cell.row.id,
+            "provider": candidate.provider,
+            "model": candidate.model,
+            "repeat": cell.repeat,
+            "config_hash": cell.config_hash,
+            "label": candidate.label,
+            "status": "error" if call.error else "ok",
+            "prompt": cell.row.prompt,
+            "expected": cell.row.expected,
+            "output": call.text,
+            "finish_reason": call.finish_reason,
+            "ttft_ms": call.ttft_ms,
+            "latency_ms": call.latency_ms,
+            "input_tokens": call.input_tokens,
+            "output_tokens": call.output_tokens,
+            "cost": self.prices.cost(candidate.provider, candidate.model, call.input_tokens, call.output_tokens),
+            "error": call.error,
+        } | self._scored(scores, call.error)
+        self.store.put(record)
+        return record
