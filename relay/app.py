@@ -35,6 +35,7 @@ from .errors import (
 from .http import USER_HEADER, caller, error_response, int_param, read_json
 from .media import MediaPolicy, normalize_messages
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
+from .playground import playground_routes
 from .providers import adapter_class
 from .reply import Reply
 from .request import ChatRequest, Target
@@ -522,6 +523,7 @@ def build_app(backend: Backend) -> Starlette:
         *session_routes(backend),
         Route("/api/stats", ingress.stats, methods=["GET"]),
         Route("/healthz", ingress.healthz, methods=["GET"]),
+        *playground_routes(),
     ]
     handlers: dict[Any, Any] = {
         RelayError: _relay_error,
