@@ -1,4 +1,4 @@
-"""``relay``: serve, chat and status from the terminal."""
+"""``relay``: serve, chat, status and eval from the terminal."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import orjson
 import yaml
+
+from .evaluation.cli import add_eval_parser, run_eval
 
 __all__ = ["main", "is_loopback", "load_serve_config"]
 
@@ -200,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--url", default=DEFAULT_URL)
     status = commands.add_parser("status", help="live sessions, pools and replicas")
     status.add_argument("--url", default=DEFAULT_URL)
+    add_eval_parser(commands)
     args = parser.parse_args(argv)
-    handler = {"serve": _serve, "chat": _chat, "status": _status}[args.command]
+    handler = {"serve": _serve, "chat": _chat, "status": _status, "eval": run_eval}[args.command]
     return handler(args)
 
 

@@ -30,7 +30,6 @@ class Candidate:
     provider: str
     model: str
     label: str
-    pool_app: str | None = None
     # The worst case for a reply's length when a row sets no max_tokens.
     default_max_tokens: int = 4096
     provider_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
@@ -84,7 +83,6 @@ def plan_cells(
                     model=candidate.model,
                     params=dict(merged),
                     provider_options=dict(candidate.provider_options),
-                    pool_app=candidate.pool_app,
                     memory=False,
                 )
                 cells.append(Cell(row, candidate, index, request, digest))

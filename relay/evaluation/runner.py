@@ -142,9 +142,8 @@ class Evaluation:
         providers = {c.provider for c in self.candidates} | {j.judge.provider for j in self.judges}
         for provider in sorted(providers):
             self._slots[provider] = asyncio.Semaphore(self.options.in_flight(provider))
-            rpm, tpm = self.options.rpm.get(provider), self.options.tpm.get(provider)
-            if rpm is not None or tpm is not None:
-                await self.limiter.configure(provider, rpm, tpm)
+            # Each run states its limits: a provider it gives none has its buckets lifted.
+            await self.limiter.configure(provider, self.options.rpm.get(provider), self.options.tpm.get(provider))
         if self.progress is not None:
             totals: dict[str, int] = {c.label: 0 for c in self.candidates}
             for cell in to_call:
@@ -239,7 +238,6 @@ class Evaluation:
             model=judge.model,
             params={"max_tokens": scorer.max_tokens, "temperature": 0},
             provider_options=dict(judge.provider_options),
-            pool_app=judge.pool_app,
             memory=False,
         )
         async with self._slots[judge.provider]:

@@ -32,7 +32,6 @@ def candidate_for(spec: str, providers: Mapping[str, ProviderConfig]) -> Candida
         provider=provider_id,
         model=model or config.default_model,
         label=spec.strip(),
-        pool_app=config.pool_app,
         default_max_tokens=config.default_max_tokens,
     )
 

@@ -1,0 +1,225 @@
+"""Evaluation on Ray: cells go to the provider pools through Serve handles, one actor holds the rate buckets.
+
+The driver (``relay eval``, or a notebook) runs the cells as asyncio tasks;
+the work happens in the ``ProviderPool`` replicas, wherever Serve placed them
+on the cluster. The ``RateLimiter`` is one named, detached actor per cluster,
+so concurrent evaluations against one provider share its rpm and tpm, and a
+Retry-After seen by one pauses them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import SecretStr
+from ray import serve
+from ray.actor import ActorHandle
+from ray.serve.exceptions import RayServeException
+from ray.serve.handle import DeploymentHandle
+
+from relay.config import ProviderConfig, RelaySettings
+from relay.evaluation.api import Prepared, ScorerLike, default_out, prepare, run_evaluation
+from relay.evaluation.costs import PriceTable
+from relay.evaluation.dataset import Row
+from relay.evaluation.limits import RateLimits
+from relay.evaluation.progress import Progress
+from relay.evaluation.runner import EvalResult
+from relay.evaluation.spec import EvalOptions
+from relay.request import ChatRequest
+
+from .names import pool_name
+from .provider_pool import deploy_registered_pool
+
+__all__ = [
+    "RateLimiter",
+    "ClusterLimiter",
+    "PoolStreams",
+    "rate_limiter",
+    "ensure_pools",
+    "run_on_cluster",
+    "aevaluate",
+    "evaluate",
+]
+
+LIMITER_NAME = "relay-eval-limiter"
+NAMESPACE = "serve"
+
+
+@ray.remote(num_cpus=0)
+class RateLimiter:
+    """``RateLimits`` for the whole cluster; reservations answer at once with the wait, nobody parks here."""
+
+    def __init__(self) -> None:
+        self.limits = RateLimits()
+
+    def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
+        self.limits.configure(provider, rpm, tpm)
+
+    def reserve(self, provider: str, tokens: int) -> float:
+        return self.limits.reserve(provider, tokens)
+
+    def settle(self, provider: str, reserved: int, used: int) -> None:
+        self.limits.settle(provider, reserved, used)
+
+    def pause(self, provider: str, seconds: float) -> None:
+        self.limits.pause(provider, seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.limits.snapshot()
+
+
+def rate_limiter() -> ActorHandle:
+    """The cluster's limiter, created by the first evaluation that asks; it outlives the drivers."""
+    return RateLimiter.options(  # type: ignore[attr-defined,no-any-return]
+        name=LIMITER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+    ).remote()
+
+
+class ClusterLimiter:
+    """The runner's ``Limiter`` over the actor."""
+
+    def __init__(self, actor: ActorHandle | None = None) -> None:
+        self.actor = actor if actor is not None else rate_limiter()
+
+    async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
+        await self.actor.configure.remote(provider, rpm, tpm)
+
+    async def reserve(self, provider: str, tokens: int) -> float:
+        return float(await self.actor.reserve.remote(provider, tokens))
+
+    async def settle(self, provider: str, reserved: int, used: int) -> None:
+        await self.actor.settle.remote(provider, reserved, used)
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        await self.actor.pause.remote(provider, seconds)
+
+
+class PoolStreams:
+    """``open_stream`` over the pools' Serve handles: the same path a session actor takes, minus the session."""
+
+    def __init__(self, apps: dict[str, str]) -> None:
+        self.apps = apps
+        self.handles: dict[str, DeploymentHandle] = {}
+
+    def _handle(self, provider: str) -> DeploymentHandle:
+        if provider not in self.handles:
+            self.handles[provider] = serve.get_deployment_handle(pool_name(provider), app_name=self.apps[provider])
+        return self.handles[provider]
+
+    async def __call__(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        response = self._handle(request.provider).stream.options(stream=True).remote(request)
+        try:
+            async for batch in response:
+                yield batch
+        finally:
+            response.cancel()  # a stopped run must stop the upstream call too
+
+
+def running_pools() -> dict[str, str]:
+    """provider_id → the Serve app whose pool deployment serves it, for every pool up now."""
+    try:
+        status = serve.status()
+    except RayServeException:
+        # No Serve on this cluster yet: start it without an HTTP proxy, the evaluation needs none.
+        serve.start(proxy_location="Disabled")
+        status = serve.status()
+    found: dict[str, str] = {}
+    for app_name, app in status.applications.items():
+        for deployment in app.deployments:
+            if deployment.startswith("pool-"):
+                found.setdefault(deployment.removeprefix("pool-"), app_name)
+    return found
+
+
+def ensure_pools(
+    providers: Sequence[str], configs: Sequence[ProviderConfig], settings: RelaySettings
+) -> tuple[dict[str, str], list[str]]:
+    """Apps serving ``providers``: running pools are used as they are, missing ones deployed (blocking).
+
+    Returns (provider → app, the apps deployed here). A deployed pool gets the
+    key this process resolved, so replicas on other nodes need no environment.
+    """
+    by_id = {config.provider_id: config for config in configs}
+    apps = running_pools()
+    deployed = []
+    for provider in providers:
+        if provider in apps:
+            continue
+        config = by_id[provider]
+        key = config.resolve_key()
+        if key is not None:
+            config = config.model_copy(update={"api_key": SecretStr(key)})
+        apps[provider] = deploy_registered_pool(config, settings.coalesce_base_s, settings.coalesce_per_window)
+        deployed.append(apps[provider])
+    return {provider: apps[provider] for provider in providers}, deployed
+
+
+async def run_on_cluster(
+    prepared: Prepared,
+    *,
+    settings: RelaySettings,
+    options: EvalOptions | None = None,
+    out: str | Path | None = None,
+    prices: PriceTable | None = None,
+    results_url: str | None = None,
+    progress: Progress | None = None,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
+    keep_pools: bool = False,
+) -> EvalResult:
+    """Run a prepared evaluation through the pools; pools it had to deploy are removed after."""
+    apps, deployed = await asyncio.to_thread(ensure_pools, sorted(prepared.providers), settings.providers, settings)
+    try:
+        return await run_evaluation(
+            prepared,
+            open_stream=PoolStreams(apps),
+            limiter=ClusterLimiter(),
+            out=out or default_out(prepared.name),
+            options=options,
+            prices=prices,
+            results_url=results_url,
+            progress=progress,
+            on_cell=on_cell,
+        )
+    finally:
+        if not keep_pools:
+            for app in deployed:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(serve.delete, app)
+
+
+async def aevaluate(
+    dataset: str | Path | Sequence[dict[str, Any] | Row],
+    providers: str | Sequence[str],
+    *,
+    settings: RelaySettings | None = None,
+    scorers: Sequence[ScorerLike] = (),
+    template: str | None = None,
+    **kwargs: Any,
+) -> EvalResult:
+    """Evaluate on the Ray cluster this process is connected to (see ``run_on_cluster`` for the options)."""
+    settings = settings or RelaySettings()
+    prepared = prepare(dataset, providers, settings.providers, scorers, template)
+    return await run_on_cluster(prepared, settings=settings, **kwargs)
+
+
+def evaluate(
+    dataset: str | Path | Sequence[dict[str, Any] | Row],
+    providers: str | Sequence[str],
+    *,
+    address: str | None = None,
+    **kwargs: Any,
+) -> EvalResult:
+    """The blocking API: connects to ``address`` (or starts a local Ray), runs ``aevaluate``, disconnects."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    try:
+        return asyncio.run(aevaluate(dataset, providers, **kwargs))
+    finally:
+        if started:
+            ray.shutdown()
