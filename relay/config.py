@@ -1,8 +1,9 @@
 """Settings, loaded from the ``args`` of ``config/serve.yaml`` and the environment.
 
-Provider keys never appear in a file: a provider names the environment
+Provider keys never appear in a config file: a provider names the environment
 variable that holds its key (``api_key_env``), or receives the key at runtime
-registration, where it is kept in memory only.
+registration, which stores it sealed with Fernet (``relay.secrets``) so that a
+registered provider survives a restart; it is never logged or returned.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ TERMINAL_TYPES = frozenset({"finish", "error"})
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: int | None = None
+    # The event's place in its run, a resume cursor: ``N``, or ``"N:k"`` for a chunk k characters into event N.
+    id: int | str | None = None
     provider: str | None = None
 
 
@@ -52,8 +53,11 @@ class TextDelta(_Event):
 
 
 class ReasoningDelta(_Event):
+    """Reasoning text; ``signature`` closes an Anthropic thinking block, which must be sent back with tool turns."""
+
     type: Literal["reasoning-delta"] = "reasoning-delta"
     content: str
+    signature: str | None = None
 
 
 class ToolCallStart(_Event):

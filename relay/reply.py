@@ -1,4 +1,10 @@
-"""Folds an event stream into the finished reply: what non-streaming clients and the store see."""
+"""Folds an event stream into the finished reply: what non-streaming clients and the store see.
+
+A signed reasoning delta closes a thinking block. The blocks travel with the
+assistant message (``thinking_blocks``, as LiteLLM names them) because Anthropic
+requires them, signature intact, ahead of ``tool_use`` in the next request when
+thinking is on.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ __all__ = ["Reply"]
 class Reply:
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
+    _thinking_from: int = 0  # where in ``reasoning`` the open thinking block starts
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     citations: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
@@ -23,7 +31,12 @@ class Reply:
         if kind == "text-delta":
             self.text.append(event["content"])
         elif kind == "reasoning-delta":
-            self.reasoning.append(event["content"])
+            if event["content"]:
+                self.reasoning.append(event["content"])
+            if event.get("signature"):
+                thinking = "".join(self.reasoning[self._thinking_from :])
+                self.thinking_blocks.append({"type": "thinking", "thinking": thinking, "signature": event["signature"]})
+                self._thinking_from = len(self.reasoning)
         elif kind == "tool-call-start":
             self.tool_calls[event["index"]] = {
                 "id": event["tool_call_id"],
@@ -61,6 +74,11 @@ class Reply:
     def reasoning_content(self) -> str:
         return "".join(self.reasoning)
 
+    def thinking(self) -> list[dict[str, Any]]:
+        """Every thinking block: the signed ones, then any reasoning no signature closed (``signature: ""``)."""
+        rest = "".join(self.reasoning[self._thinking_from :])
+        return self.thinking_blocks + ([{"type": "thinking", "thinking": rest, "signature": ""}] if rest else [])
+
     def tool_call_list(self) -> list[dict[str, Any]]:
         return [self.tool_calls[index] for index in sorted(self.tool_calls)]
 
@@ -68,4 +86,6 @@ class Reply:
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.tool_calls:
             message["tool_calls"] = self.tool_call_list()
+        if self.thinking_blocks:
+            message["thinking_blocks"] = self.thinking_blocks
         return message

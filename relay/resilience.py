@@ -3,7 +3,9 @@
 The SDKs' own retries are switched off (``max_retries=0``): retrying in two
 layers multiplies attempts. Retries and fallbacks only happen before the first
 content event; once text has reached the caller, a failure is reported, not
-replayed.
+replayed. A fallback that cannot serve the request (a feature it lacks: its
+pool refuses before any upstream call) is skipped with a status naming why,
+so it never replaces the real failure with a misleading 400.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest, Overloaded, PayloadTooLarge, RelayError, Unprocessable, as_relay_error
+from .errors import (
+    InvalidRequest,
+    Overloaded,
+    PayloadTooLarge,
+    RelayError,
+    Unprocessable,
+    UnsupportedFeature,
+    as_relay_error,
+)
 from .events import status
 from .request import ChatRequest
 
@@ -146,8 +156,12 @@ def falls_back(error: RelayError) -> bool:
 async def with_fallback(
     request: ChatRequest, open_stream: Callable[[ChatRequest], BatchStream]
 ) -> AsyncIterator[tuple[ChatRequest, list[dict[str, Any]]]]:
-    """(serving request, batch) pairs; before any content, a failed provider hands over to the next in the chain."""
+    """(serving request, batch) pairs; before any content, a failed provider hands over to the next in the chain.
+
+    When the chain runs out after skipped fallbacks, the last real failure is raised, not the skip.
+    """
     chain = [request, *(request.retarget(target) for target in request.fallbacks)]
+    failure: RelayError | None = None
     for position, attempt in enumerate(chain):
         started = False
         try:
@@ -158,17 +172,22 @@ async def with_fallback(
             return
         except Exception as exc:
             error = as_relay_error(exc)
-            last = position == len(chain) - 1
-            if started or last or not falls_back(error):
+            if started:
+                raise
+            skipped = failure is not None and isinstance(error, UnsupportedFeature)
+            if not skipped:
+                if not falls_back(error):
+                    raise
+                failure = error
+            if position == len(chain) - 1:
+                if skipped and failure is not None:
+                    raise failure from None
                 raise
             following = chain[position + 1]
-            yield (  # from here on, the next provider is the one serving
-                following,
-                [
-                    status(
-                        "fallback",
-                        f"{attempt.provider} failed ({error.error_type}: {error.message}); "
-                        f"falling back to {following.provider}",
-                    )
-                ],
+            reason = (
+                f"{attempt.provider} skipped ({error.message})"
+                if skipped
+                else f"{attempt.provider} failed ({error.error_type}: {error.message})"
             )
+            # from here on, the next provider is the one serving
+            yield following, [status("fallback", f"{reason}; falling back to {following.provider}")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidRequest, ProviderError
+from .events import finish
 
 __all__ = ["response_format_for", "output_schema", "check_response_format", "validate_output", "validated", "parse"]
 
@@ -74,14 +76,26 @@ def validate_output(text: str, schema: dict[str, Any]) -> Any:
 
 
 async def validated(events: AsyncIterator[dict[str, Any]], schema: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """Pass events through; before ``finish``, check the whole text against the schema."""
+    """Pass events through; at ``finish``, check the whole text against the schema.
+
+    A reply that breaks it ends with an ``invalid_structured_output`` error event
+    and ``finish: error``, so the run is stored as failed. The text has already
+    streamed by then: a stream cannot take back what it sent; a non-streamed
+    reply becomes a 502 instead.
+    """
     text: list[str] = []
-    async for event in events:
-        if event["type"] == "text-delta":
-            text.append(event["content"])
-        elif event["type"] == "finish" and event["reason"] == "stop":
-            validate_output("".join(text), schema)
-        yield event
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if event["type"] == "text-delta":
+                text.append(event["content"])
+            elif event["type"] == "finish" and event["reason"] == "stop":
+                try:
+                    validate_output("".join(text), schema)
+                except ProviderError as exc:
+                    yield exc.to_event()
+                    yield finish("error")
+                    return
+            yield event
 
 
 def parse(text: str, model: type[M]) -> M:

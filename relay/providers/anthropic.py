@@ -18,8 +18,8 @@ import orjson
 from ..errors import ProviderError, ProviderTimeout, RelayError, error_for_status
 from ..request import ChatRequest
 from ..structured import output_schema
-from ..wire.anthropic import AnthropicStream, error_from_anthropic, to_anthropic_request
-from .base import SDKAdapter, pooled_client, retry_after_header, sse_events, transport_error
+from ..wire.anthropic import AnthropicStream, error_from_anthropic, structured_input_schema, to_anthropic_request
+from .base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
 
 __all__ = ["AnthropicAdapter", "map_anthropic_error"]
 
@@ -67,18 +67,23 @@ class AnthropicAdapter(SDKAdapter):
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         body = to_anthropic_request(request, request.model or self.config.default_model, self.config.default_max_tokens)
+        schema = output_schema(request.params.get("response_format"))
         translator = AnthropicStream(
-            structured=output_schema(request.params.get("response_format")) is not None,
+            structured=schema is not None,
             prefix=f"{self.config.provider_id}: ",
+            wrapped=schema is not None and structured_input_schema(schema)[1],
         )
         finished = False
         try:
             create = self.client.messages.with_streaming_response.create
             known = {key: value for key, value in body.items() if key in _SDK_PARAMS}
             extra = {key: value for key, value in body.items() if key not in _SDK_PARAMS}
-            async with create(stream=True, **known, extra_body=extra or None) as response:
+            async with (
+                create(stream=True, **known, extra_body=extra or None) as response,
+                sse_stream(response) as sse,
+            ):
                 # read to the end even after message_stop: a fully read body returns its connection to the pool
-                async for kind, data in sse_events(response.iter_lines()):
+                async for kind, data in sse:
                     for event in translator.feed(kind, orjson.loads(data)):
                         finished = finished or event["type"] == "finish"
                         yield event

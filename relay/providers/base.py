@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ __all__ = [
     "SDKAdapter",
     "request_features",
     "sse_events",
+    "sse_stream",
     "transport_error",
     "timed_probe",
     "pooled_client",
@@ -136,6 +138,23 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]
             event = "message"
         elif line.startswith("event:"):
             event = line[6:].strip()
+
+
+@contextlib.asynccontextmanager
+async def sse_stream(response: Any) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
+    """``sse_events`` over an SDK response, both generators closed on exit.
+
+    Left to the garbage collector, a generator abandoned mid-body (a failed
+    structured output, a cancelled turn) is closed later by asyncio's finalizer,
+    which logs ``aclose(): asynchronous generator is already running``.
+    """
+    lines = response.iter_lines()
+    events = sse_events(lines)
+    try:
+        yield events
+    finally:
+        await events.aclose()
+        await lines.aclose()
 
 
 def retry_after_header(headers: Any) -> float | None:

@@ -15,7 +15,7 @@ import orjson
 from ..errors import ProviderError, ProviderTimeout, RelayError, error_for_status
 from ..request import ChatRequest
 from ..wire.openai import OpenAIStream, prepare_messages
-from .base import SDKAdapter, pooled_client, retry_after_header, sse_events, transport_error
+from .base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
 
@@ -35,7 +35,10 @@ def map_openai_error(exc: Exception, provider_id: str) -> RelayError:
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
-        message = f"{prefix}upstream {exc.status_code}" + (f": {inner['message']}" if inner.get("message") else "")
+        detail = inner.get("message")
+        if exc.status_code == 401:  # OpenAI's 401 quotes the key it was given (partly masked): never pass it on
+            detail = "the provider rejected its API key"
+        message = f"{prefix}upstream {exc.status_code}" + (f": {detail}" if detail else "")
         code = inner.get("code")
         return error_for_status(
             exc.status_code,
@@ -80,15 +83,18 @@ class OpenAIAdapter(SDKAdapter):
         translator = OpenAIStream()
         done = False
         try:
-            async with self.client.chat.completions.with_streaming_response.create(
-                model=request.model or self.config.default_model,
-                messages=prepare_messages(request.messages),  # type: ignore[arg-type]
-                stream=True,
-                stream_options={"include_usage": True},
-                **self._body(request),
-            ) as response:
+            async with (
+                self.client.chat.completions.with_streaming_response.create(
+                    model=request.model or self.config.default_model,
+                    messages=prepare_messages(request.messages),  # type: ignore[arg-type]
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **self._body(request),
+                ) as response,
+                sse_stream(response) as sse,
+            ):
                 # read to the end even after [DONE]: a fully read body returns its connection to the pool
-                async for _, data in sse_events(response.iter_lines()):
+                async for _, data in sse:
                     if data == "[DONE]":
                         done = True
                         continue

@@ -6,6 +6,7 @@ backend run the same code.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -59,15 +60,21 @@ class ProviderRuntime:
         counters["requests"] += 1
         started = time.perf_counter()
         first = True
+        failed = False  # an error event (an invalid structured output) ends the stream without raising
         try:
-            async for event in events:
-                if first and event["type"] != "status":
-                    counters["ttft_ms_total"] += (time.perf_counter() - started) * 1000
-                    first = False
-                yield event
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if first and event["type"] != "status":
+                        counters["ttft_ms_total"] += (time.perf_counter() - started) * 1000
+                        first = False
+                    failed = failed or event["type"] == "error"
+                    yield event
         except RelayError:
             counters["errors"] += 1
             raise
+        if failed:
+            counters["errors"] += 1
+            return
         counters["completed"] += 1
         counters["duration_ms_total"] += (time.perf_counter() - started) * 1000
 

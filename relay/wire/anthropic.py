@@ -4,13 +4,16 @@ The mapping follows WIRE.md ("Mapping between them"): system messages move to
 the top-level ``system``, tool calls become ``tool_use`` blocks and tool
 results ``tool_result`` blocks in a user turn, consecutive same-role turns
 merge, and ``max_tokens`` is always set. ``response_format`` becomes a forced
-tool whose input is the JSON reply, streamed back as text, as LiteLLM does.
+tool whose input is the JSON reply, streamed back as text, as LiteLLM does; a
+tool's input must be an object, so any other root schema is wrapped as
+``{"value": <schema>}`` and unwrapped on the way back. An assistant message's
+``thinking_blocks`` go back as ``thinking`` blocks, signature intact: with
+thinking on, Anthropic refuses a tool-use turn without them.
 """
 
 from __future__ import annotations
 
 import base64
-import uuid
 from typing import Any
 
 import orjson
@@ -21,6 +24,18 @@ from ..media import parse_data_uri
 from ..request import ChatRequest
 from ..structured import output_schema
 
+# The ingress direction lives in ``anthropic_ingress``; its names stay importable from here.
+from .anthropic_ingress import (
+    STOP_FROM_FINISH,
+    AnthropicEncoder,
+    anthropic_error_body,
+    anthropic_error_body_for,
+    anthropic_message,
+    from_anthropic_messages,
+    from_anthropic_params,
+    text_of,
+)
+
 __all__ = [
     "to_anthropic_request",
     "AnthropicStream",
@@ -28,11 +43,13 @@ __all__ = [
     "STOP_FROM_FINISH",
     "error_from_anthropic",
     "STRUCTURED_TOOL",
+    "structured_input_schema",
     "from_anthropic_messages",
     "from_anthropic_params",
     "AnthropicEncoder",
     "anthropic_message",
     "anthropic_error_body",
+    "anthropic_error_body_for",
 ]
 
 STRUCTURED_TOOL = "json_output"
@@ -44,14 +61,6 @@ FINISH_FROM_ANTHROPIC = {
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
-}
-STOP_FROM_FINISH = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-    "error": "end_turn",
-    "cancelled": "end_turn",
 }
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400,
@@ -72,12 +81,6 @@ def error_from_anthropic(error: dict[str, Any], prefix: str, status: int | None 
     kind = error.get("type", "api_error")
     message = f"{prefix}upstream {kind}: {error.get('message', '')}".rstrip(": ")
     return error_for_status(status if status and status != 200 else _STATUS_OF_TYPE.get(kind, 500), message)
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content or () if part.get("type") == "text")
 
 
 def _block(part: dict[str, Any], param: str) -> dict[str, Any]:
@@ -141,15 +144,28 @@ def _tool_use(call: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments}
 
 
-def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(system blocks, alternating user/assistant turns)."""
+def _thinking_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The signed thinking blocks of an assistant message, in the shape Anthropic accepts back."""
+    out = []
+    for block in message.get("thinking_blocks") or ():
+        if block.get("type") == "thinking" and block.get("signature"):
+            out.append({"type": "thinking", "thinking": block.get("thinking", ""), "signature": block["signature"]})
+        elif block.get("type") == "redacted_thinking" and block.get("data"):
+            out.append({"type": "redacted_thinking", "data": block["data"]})
+    return out
+
+
+def _messages(
+    messages: list[dict[str, Any]], thinking: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, alternating user/assistant turns); ``thinking``: replay the assistant's thinking blocks."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         role = message["role"]
         param = f"messages[{i}]"
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"))
+            text = text_of(message.get("content"))
             if text:
                 system.append({"type": "text", "text": text})
             continue
@@ -158,13 +174,14 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
                 {
                     "type": "tool_result",
                     "tool_use_id": message.get("tool_call_id") or "",
-                    "content": _text_of(message.get("content")),
+                    "content": text_of(message.get("content")),
                 }
                 | ({"is_error": True} if message.get("is_error") else {})
             ]
             role = "user"
         elif role == "assistant":
-            blocks = _content_blocks(message.get("content"), f"{param}.content")
+            blocks = _thinking_blocks(message) if thinking else []
+            blocks += _content_blocks(message.get("content"), f"{param}.content")
             blocks += [
                 _tool_use(call, f"{param}.tool_calls[{j}]") for j, call in enumerate(message.get("tool_calls") or ())
             ]
@@ -202,10 +219,37 @@ def _tool_choice(choice: Any, parallel: bool | None) -> dict[str, Any] | None:
     return out
 
 
+def structured_input_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(the structured tool's ``input_schema``, whether the reply is wrapped under ``value``).
+
+    A root other than an object is wrapped; its ``$defs`` move to the new root so ``#/$defs/…`` refs still resolve.
+    """
+    if schema.get("type") == "object":
+        return schema, False
+    defs = {key: schema[key] for key in ("$defs", "definitions") if key in schema}
+    inner = {key: value for key, value in schema.items() if key not in defs}
+    return {"type": "object", "properties": {"value": inner}, "required": ["value"], **defs}, True
+
+
+def _thinking(params: dict[str, Any], structured: bool) -> dict[str, Any] | None:
+    """The ``thinking`` to send. Structured output forces a tool, which Anthropic refuses with thinking on."""
+    thinking = params.get("thinking")
+    if structured and (thinking or {}).get("type") == "enabled":
+        raise UnsupportedFeature(
+            "Anthropic cannot think while response_format forces its answer tool; drop thinking or response_format",
+            param="thinking",
+        )
+    if thinking is None and params.get("reasoning_effort") in _EFFORT_BUDGET and not structured:
+        thinking = {"type": "enabled", "budget_tokens": _EFFORT_BUDGET[params["reasoning_effort"]]}
+    return thinking or None
+
+
 def to_anthropic_request(request: ChatRequest, model: str, default_max_tokens: int) -> dict[str, Any]:
     """The keyword arguments of ``client.messages.create``."""
     params = request.params
-    system, turns = _messages(request.messages)
+    schema = output_schema(params.get("response_format"))
+    thinking = _thinking(params, schema is not None)
+    system, turns = _messages(request.messages, bool(thinking) and thinking.get("type") == "enabled")
     body: dict[str, Any] = {
         "model": model,
         "messages": turns,
@@ -230,14 +274,15 @@ def to_anthropic_request(request: ChatRequest, model: str, default_max_tokens: i
         for tool in params.get("tools") or ()
     ]
     choice = _tool_choice(params.get("tool_choice"), params.get("parallel_tool_calls"))
-    schema = output_schema(params.get("response_format"))
     if schema is not None:
         spec = params["response_format"].get("json_schema") or {}
+        input_schema, wrapped = structured_input_schema(schema)
         tools.append(
             {
                 "name": STRUCTURED_TOOL,
-                "description": spec.get("description") or "Respond with the requested JSON object.",
-                "input_schema": schema if schema.get("type") == "object" else {"type": "object", "properties": {}},
+                "description": spec.get("description")
+                or ("Respond with the JSON value as 'value'." if wrapped else "Respond with the JSON object."),
+                "input_schema": input_schema,
             }
         )
         choice = {"type": "tool", "name": STRUCTURED_TOOL}
@@ -245,9 +290,6 @@ def to_anthropic_request(request: ChatRequest, model: str, default_max_tokens: i
         body["tools"] = tools
     if choice is not None and (tools or choice["type"] == "none"):
         body["tool_choice"] = choice
-    thinking = params.get("thinking")
-    if thinking is None and params.get("reasoning_effort") in _EFFORT_BUDGET and schema is None:
-        thinking = {"type": "enabled", "budget_tokens": _EFFORT_BUDGET[params["reasoning_effort"]]}
     if thinking:
         body["thinking"] = thinking
         if thinking.get("type") == "enabled" and body["max_tokens"] <= thinking.get("budget_tokens", 0):
@@ -259,9 +301,10 @@ def to_anthropic_request(request: ChatRequest, model: str, default_max_tokens: i
 class AnthropicStream:
     """Folds Anthropic SSE events into Relay events; one instance per response."""
 
-    def __init__(self, structured: bool = False, prefix: str = "") -> None:
+    def __init__(self, structured: bool = False, prefix: str = "", wrapped: bool = False) -> None:
         self.structured = structured
         self.prefix = prefix
+        self.wrapped = wrapped  # the structured reply arrives as {"value": …} (see structured_input_schema)
         self.blocks: dict[int, dict[str, Any]] = {}
         self.tool_count = 0
         self.usage: dict[str, int] = {}
@@ -288,7 +331,7 @@ class AnthropicStream:
     def _start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
         kind = block.get("type")
         if kind == "tool_use" and self.structured and block.get("name") == STRUCTURED_TOOL:
-            self.blocks[index] = {"kind": "json"}
+            self.blocks[index] = {"kind": "json", "parts": []}
             return []
         if kind == "tool_use":
             tool_index = self.tool_count
@@ -316,20 +359,27 @@ class AnthropicStream:
             return [text_delta(delta["text"])] if delta["text"] else []
         if kind == "thinking_delta":
             return [reasoning_delta(delta["thinking"])] if delta["thinking"] else []
+        if kind == "signature_delta":
+            return [{"type": "reasoning-delta", "content": "", "signature": delta["signature"]}]
         if kind == "input_json_delta":
             fragment = delta.get("partial_json") or ""
             if not fragment:
                 return []
             if block.get("kind") == "json":
+                if self.wrapped:  # unwrapped whole at the block's end: fragments of {"value": …} are not the reply
+                    block["parts"].append(fragment)
+                    return []
                 return [text_delta(fragment)]
             block["args"].append(fragment)
             return [{"type": "tool-call-delta", "index": block["index"], "arguments_delta": fragment}]
         if kind == "citations_delta":
             return [_citation(delta["citation"])]
-        return []  # signature_delta: thinking signatures are not replayed yet
+        return []
 
     def _stop(self, index: int) -> list[dict[str, Any]]:
         block = self.blocks.get(index, {})
+        if block.get("kind") == "json" and self.wrapped:
+            return [text_delta(_unwrapped("".join(block["parts"])))]
         if block.get("kind") != "tool":
             return []
         return [
@@ -368,6 +418,14 @@ class AnthropicStream:
         return FINISH_FROM_ANTHROPIC.get(self.stop_reason or "end_turn", "stop")
 
 
+def _unwrapped(raw: str) -> str:
+    """The JSON under ``value``; what arrived, unchanged, when it is not such an object (validation says why)."""
+    try:
+        return orjson.dumps(orjson.loads(raw)["value"]).decode()
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return raw
+
+
 def _citation(citation: dict[str, Any]) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "citation", "cited_text": citation.get("cited_text")}
     if citation.get("url"):
@@ -383,259 +441,3 @@ def _citation(citation: dict[str, Any]) -> dict[str, Any]:
             event["end_index"] = citation.get(theirs.replace("start", "end"))
             break
     return event
-
-
-# The other direction: Anthropic-shaped requests in, Anthropic-shaped replies out (``POST /v1/messages``).
-
-
-def _openai_part(block: dict[str, Any], param: str) -> dict[str, Any]:
-    kind = block.get("type")
-    if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
-    source = block.get("source") or {}
-    if kind == "image":
-        if source.get("type") == "url":
-            return {"type": "image_url", "image_url": {"url": source.get("url", "")}}
-        return {
-            "type": "image_url",
-            "image_url": {"url": f"data:{source.get('media_type')};base64,{source.get('data')}"},
-        }
-    if kind == "document":
-        if source.get("type") == "text":
-            data = base64.b64encode(str(source.get("data", "")).encode()).decode()
-            uri = f"data:text/plain;base64,{data}"
-        elif source.get("type") == "base64":
-            uri = f"data:{source.get('media_type', 'application/pdf')};base64,{source.get('data')}"
-        else:
-            raise UnsupportedFeature("Documents by URL are not supported; send their bytes", param=param)
-        return {
-            "type": "file",
-            "file": {"file_data": uri} | ({"filename": block["title"]} if block.get("title") else {}),
-        }
-    raise InvalidRequest(f"Unknown content block type {kind!r}", param=f"{param}.type")
-
-
-def _result_text(content: Any) -> str:
-    return content if isinstance(content, str) else _text_of(content)
-
-
-def from_anthropic_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Anthropic turns as Relay's OpenAI-shaped messages: tool_result blocks become ``tool`` messages."""
-    out: list[dict[str, Any]] = []
-    if system:
-        out.append({"role": "system", "content": system if isinstance(system, str) else _text_of(system)})
-    for i, message in enumerate(messages):
-        role, content = message.get("role"), message.get("content")
-        if role not in ("user", "assistant"):
-            raise InvalidRequest(f"messages[{i}].role must be 'user' or 'assistant'", param=f"messages[{i}].role")
-        if isinstance(content, str):
-            out.append({"role": role, "content": content})
-            continue
-        blocks = content or []
-        if role == "assistant":
-            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-            calls = [
-                {
-                    "id": b["id"],
-                    "type": "function",
-                    "function": {"name": b["name"], "arguments": orjson.dumps(b.get("input") or {}).decode()},
-                }
-                for b in blocks
-                if b.get("type") == "tool_use"
-            ]
-            out.append({"role": "assistant", "content": text} | ({"tool_calls": calls} if calls else {}))
-            continue
-        for block in blocks:
-            if block.get("type") == "tool_result":
-                result = {
-                    "role": "tool",
-                    "tool_call_id": block.get("tool_use_id", ""),
-                    "content": _result_text(block.get("content")),
-                }
-                out.append(result | ({"is_error": True} if block.get("is_error") else {}))
-        parts = [
-            _openai_part(block, f"messages[{i}].content[{j}]")
-            for j, block in enumerate(blocks)
-            if block.get("type") not in ("tool_result", "thinking", "redacted_thinking")
-        ]
-        if parts:
-            out.append({"role": "user", "content": parts})
-    return out
-
-
-def from_anthropic_params(body: dict[str, Any]) -> dict[str, Any]:
-    """Sampling, stop, tools and tool_choice as Relay's OpenAI-shaped params."""
-    params: dict[str, Any] = {"max_tokens": body["max_tokens"]}
-    for key in ("temperature", "top_p", "top_k", "thinking"):
-        if body.get(key) is not None:
-            params[key] = body[key]
-    if body.get("stop_sequences"):
-        params["stop"] = body["stop_sequences"]
-    if body.get("tools"):
-        params["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": tool["name"],
-                    "description": tool.get("description", ""),
-                    "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
-                },
-            }
-            for tool in body["tools"]
-        ]
-    choice = body.get("tool_choice")
-    if choice:
-        params["tool_choice"] = {
-            "auto": "auto",
-            "any": "required",
-            "none": "none",
-        }.get(choice.get("type"), {"type": "function", "function": {"name": choice.get("name", "")}})
-        if choice.get("disable_parallel_tool_use"):
-            params["parallel_tool_calls"] = False
-    return params
-
-
-class AnthropicEncoder:
-    """Relay events as the Messages API's SSE, block by block, exactly as the SDK's stream helper expects."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.id = f"msg_{uuid.uuid4().hex[:24]}"
-        self.index = -1
-        self.open: str | None = None  # the kind of the block being written, or a tool call's index
-        self.usage: dict[str, int] = {}
-        self.started = False
-        self.tools: dict[int, dict[str, Any]] = {}
-
-    @staticmethod
-    def frame(data: dict[str, Any]) -> bytes:
-        return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-    def start(self) -> bytes:
-        self.started = True
-        message = {
-            "id": self.id,
-            "type": "message",
-            "role": "assistant",
-            "content": [],
-            "model": self.model,
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
-        }
-        return self.frame({"type": "message_start", "message": message})
-
-    def _switch(self, kind: str, block: dict[str, Any]) -> bytes:
-        out = self._close()
-        self.index += 1
-        self.open = kind
-        return out + self.frame({"type": "content_block_start", "index": self.index, "content_block": block})
-
-    def _close(self) -> bytes:
-        if self.open is None:
-            return b""
-        self.open = None
-        return self.frame({"type": "content_block_stop", "index": self.index})
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return self.frame({"type": "content_block_delta", "index": self.index, "delta": delta})
-
-    def _tool(self, event: dict[str, Any]) -> bytes:
-        """Blocks are sequential, so parallel calls' fragments wait until their own block is open."""
-        index = event["index"]
-        if event["type"] == "tool-call-start":
-            self.tools[index] = {
-                "id": event["tool_call_id"],
-                "name": event["name"],
-                "args": "",
-                "written": 0,
-                "begun": False,
-            }
-        tool = self.tools[index]
-        if event["type"] == "tool-call-delta":
-            tool["args"] += event["arguments_delta"]
-        elif event["type"] == "tool-call-end":
-            tool["args"] = event["arguments"]
-        key = f"tool-{index}"
-        out = b""
-        if self.open != key and (self.open in (None, "text", "thinking") or event["type"] == "tool-call-end"):
-            if tool["begun"]:
-                return out
-            tool["begun"] = True
-            out += self._switch(key, {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}})
-        if self.open == key and len(tool["args"]) > tool["written"]:
-            out += self._delta({"type": "input_json_delta", "partial_json": tool["args"][tool["written"] :]})
-            tool["written"] = len(tool["args"])
-        return out
-
-    def encode(self, events: list[dict[str, Any]]) -> bytes:
-        out = bytearray() if self.started else bytearray(self.start())
-        for event in events:
-            kind = event["type"]
-            if kind == "text-delta":
-                if self.open != "text":
-                    out += self._switch("text", {"type": "text", "text": ""})
-                out += self._delta({"type": "text_delta", "text": event["content"]})
-            elif kind == "reasoning-delta":
-                if self.open != "thinking":
-                    out += self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-                out += self._delta({"type": "thinking_delta", "thinking": event["content"]})
-            elif kind.startswith("tool-call-"):
-                out += self._tool(event)
-            elif kind == "usage":
-                self.usage = {
-                    "input_tokens": event.get("input_tokens", 0),
-                    "output_tokens": event.get("output_tokens", 0),
-                }
-            elif kind == "error":
-                error = {"type": event["error_type"], "message": event["message"]}
-                out += self._close() + self.frame({"type": "error", "error": error})
-            elif kind == "finish":
-                out += self._close()
-                stop = {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": STOP_FROM_FINISH[event["reason"]], "stop_sequence": None},
-                }
-                out += self.frame(stop | {"usage": {"output_tokens": self.usage.get("output_tokens", 0)}})
-                out += self.frame({"type": "message_stop"})
-        return bytes(out)
-
-
-def anthropic_message(reply: Any, model: str) -> dict[str, Any]:
-    """A finished ``Reply`` as the Messages API's non-streaming body."""
-    content: list[dict[str, Any]] = []
-    if reply.reasoning:
-        content.append({"type": "thinking", "thinking": reply.reasoning_content, "signature": ""})
-    if reply.text:
-        content.append({"type": "text", "text": reply.content})
-    for call in reply.tool_call_list():
-        arguments = call["function"]["arguments"] or "{}"
-        content.append(
-            {"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": orjson.loads(arguments)}
-        )
-    return {
-        "id": f"msg_{uuid.uuid4().hex[:24]}",
-        "type": "message",
-        "role": "assistant",
-        "content": content,
-        "model": model,
-        "stop_reason": STOP_FROM_FINISH[reply.finish_reason or "stop"],
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": reply.usage.get("input_tokens", 0),
-            "output_tokens": reply.usage.get("output_tokens", 0),
-            "cache_read_input_tokens": reply.usage.get("cache_read_tokens", 0),
-            "cache_creation_input_tokens": reply.usage.get("cache_write_tokens", 0),
-        },
-    }
-
-
-def anthropic_error_body(error: RelayError) -> dict[str, Any]:
-    kind = {
-        409: "invalid_request_error",
-        422: "invalid_request_error",
-        502: "api_error",
-        503: "overloaded_error",
-        504: "api_error",
-    }.get(error.status_code, error.error_type)
-    return {"type": "error", "error": {"type": kind, "message": error.message}}

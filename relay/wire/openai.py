@@ -34,13 +34,17 @@ def _part(part: dict[str, Any]) -> dict[str, Any]:
     return part
 
 
+# Relay's own message fields: a tool result's error flag, Anthropic's signed thinking.
+_NOT_OPENAI = frozenset({"is_error", "thinking_blocks"})
+
+
 def prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):
             message = message | {"content": [_part(part) for part in content]}
-        out.append({key: value for key, value in message.items() if key != "is_error"})
+        out.append({key: value for key, value in message.items() if key not in _NOT_OPENAI})
     return out
 
 

@@ -223,6 +223,7 @@ def test_anthropic_stream_translates_text_tools_thinking_usage() -> None:
     )
     assert events == [
         {"type": "reasoning-delta", "content": "hmm"},
+        {"type": "reasoning-delta", "content": "", "signature": "sig"},  # kept: Anthropic wants it back
         {"type": "text-delta", "content": "Checking"},
         {"type": "tool-call-start", "index": 0, "tool_call_id": "toolu_1", "name": "f"},
         {"type": "tool-call-delta", "index": 0, "arguments_delta": '{"a"'},

@@ -3,7 +3,9 @@
 Routes: ``POST /v1/messages`` and ``GET /v1/models``. Each needs the fake's key (else 401), as ``x-api-key`` or
 as ``Authorization: Bearer`` (how anthropic-sdk-python 2.x sends ``api_key``), and an ``anthropic-version``
 header (else 400). Bodies are validated like the Messages API does (400 with an Anthropic
-error body, see ``_validate``) and every request is recorded in ``requests``.
+error body, see ``_validate``) and every request is recorded in ``requests``. With ``thinking`` enabled, the
+last assistant turn, when it calls tools, must start with a thinking block, and every thinking block sent back
+must carry the signature the fake gave it (``signature(thinking)``), as the real API demands.
 
 A stream is ``message_start`` (usage with cache tokens), an unknown ``future_event`` that clients must ignore,
 the content blocks (one ``ping`` after the first block's start), ``message_delta`` with the cumulative
@@ -14,16 +16,18 @@ The ``model`` picks a script:
 - ``fake-claude``, and any unknown model: echoes the text of the last user message that has text (its text
   blocks joined by spaces), cut before the first of ``stop_sequences`` found in it (``stop_sequence``) and to
   ``max_tokens`` words (``max_tokens``). With ``tool_choice: {type: "tool", name}``, it calls that tool instead
-  with the echo text parsed as a JSON object (``{}`` if it is none), in fragments; ``tool_use``.
+  with the echo text parsed as JSON as its input: an object as it is; any other value under the schema's one
+  required property when it has exactly one (else ``{}``); in fragments; ``tool_use``.
 - any model but the failing ones, when the last user message holds ``tool_result`` blocks:
   ``Tool said: <the first one's content>``; ``end_turn``.
 - ``fake-tools``: ``Let me check.``, then ``toolu_01A`` calls the first tool of ``tools`` (else ``get_weather``)
   with ``{"city": "Paris"}`` in fragments; ``tool_use``.
 - ``fake-parallel-tools``: ``toolu_01A`` (Paris, index 0) and ``toolu_01B`` (Rome, index 1); ``tool_use``.
-- ``fake-thinking``: a thinking block (two ``thinking_delta``, one ``signature_delta``), then the echo.
+- ``fake-thinking``, and any script but a reply to tool results when ``thinking`` is enabled: a thinking block
+  first (two ``thinking_delta``, one ``signature_delta``), then the script (the echo for ``fake-thinking``).
 - ``fake-citations``: a text block with a ``char_location`` ``citations_delta`` between its text deltas.
 - ``fake-flaky-<N>``: per (model, echo text), the first N requests get 429 ``rate_limit_error``
-  (``retry-after: 1``, ``retry-after-ms: 20``); later ones act as ``fake-claude``.
+  (``retry-after: 0``: the API sends whole seconds, and tests need no wait); later ones act as ``fake-claude``.
 - ``fake-overloaded-flaky-<N>``: the same with 529 ``overloaded_error``.
 - ``fake-status-<code>`` for 400, 401, 403, 404, 413, 429, 500, 529: that status with its error type (see
   ``STATUS_ERRORS``).
@@ -37,7 +41,9 @@ The ``model`` picks a script:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -52,7 +58,7 @@ from starlette.routing import Route
 
 from tests.fakes.openai_upstream import Dropped, ServerThread, free_port
 
-__all__ = ["FakeAnthropic", "ServerThread", "free_port"]
+__all__ = ["FakeAnthropic", "ServerThread", "free_port", "signature"]
 
 MESSAGE_ID = "msg_fake01"
 REQUEST_ID = "req_fake"
@@ -82,6 +88,7 @@ SOURCES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "document": {"base64": ("application/pdf",), "text": ("text/plain",), "url": None},
 }
 THINKING_TYPES = ("enabled", "disabled")
+THINKING_BLOCKS = ("thinking", "redacted_thinking")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 WORD = re.compile(r"\s*\S+(?:\s+\Z)?")  # a word with the whitespace before it, and after it at the end
 FLAKY = re.compile(r"fake-(overloaded-)?flaky-(\d+)")
@@ -89,7 +96,7 @@ HANG_S = 30.0
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 FUTURE_EVENT = b'event: future_event\ndata: {"type":"future_event","detail":"clients must ignore this"}\n\n'
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-SIGNATURE = "EqQBCkgIARABGAIiQGZha2Utc2lnbmF0dXJlLWZvci10aGUtZmFrZS10aGlua2luZy1ibG9jaw=="
+THINKING = ["Let me think", " about this."]
 CITATION = {
     "type": "char_location",
     "cited_text": "The grass is green.",
@@ -134,6 +141,11 @@ class Script:
     ending: Literal["finish", "error", "drop"] = "finish"
 
 
+def signature(thinking: str) -> str:
+    """The signature the fake gives a thinking block, and expects back with it."""
+    return base64.b64encode(b"EqQBfake" + hashlib.sha256(thinking.encode()).digest()).decode()
+
+
 def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response:
     body = {"type": "error", "error": {"type": type_, "message": message}, "request_id": REQUEST_ID}
     return JSONResponse(body, status_code=status, headers=(headers or {}) | {"request-id": REQUEST_ID})
@@ -173,7 +185,12 @@ def _validate(body: dict[str, Any]) -> str | None:
             return "temperature: Input should be less than or equal to 1"
         if temperature < 0:
             return "temperature: Input should be greater than or equal to 0"
-    return _validate_thinking(body.get("thinking"), max_tokens) or _validate_tools(body) or _validate_messages(body)
+    return (
+        _validate_thinking(body.get("thinking"), max_tokens)
+        or _validate_tools(body)
+        or _validate_messages(body)
+        or _validate_thinking_turns(body)
+    )
 
 
 def _validate_thinking(thinking: Any, max_tokens: int) -> str | None:
@@ -211,6 +228,8 @@ def _validate_tools(body: dict[str, Any]) -> str | None:
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind not in TOOL_CHOICES:
         return f"tool_choice: {_tags(kind, TOOL_CHOICES)}"
+    if kind in ("any", "tool") and _thinking_enabled(body):
+        return "Thinking may not be enabled when tool_choice forces tool use."
     if kind == "tool":
         if not isinstance(choice.get("name"), str):
             return "tool_choice.tool.name: Field required"
@@ -283,6 +302,32 @@ def _validate_source(source: Any, where: str, allowed: dict[str, tuple[str, ...]
     return None
 
 
+def _thinking_enabled(body: dict[str, Any]) -> bool:
+    return (body.get("thinking") or {}).get("type") == "enabled"
+
+
+def _validate_thinking_turns(body: dict[str, Any]) -> str | None:
+    """Thinking blocks sent back must keep their signature; with thinking on, a tool-using last turn needs one."""
+    messages = body["messages"]
+    for i, message in enumerate(messages):
+        for j, block in enumerate(message["content"] if isinstance(message["content"], list) else []):
+            if block["type"] == "thinking" and block["signature"] != signature(block["thinking"]):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+    if not _thinking_enabled(body):
+        return None
+    i, last = next(((i, m) for i, m in reversed(list(enumerate(messages))) if m["role"] == "assistant"), (0, None))
+    blocks = last["content"] if last and isinstance(last["content"], list) else []
+    if not any(block["type"] == "tool_use" for block in blocks) or blocks[0]["type"] in THINKING_BLOCKS:
+        return None
+    return (
+        f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{blocks[0]['type']}`. "
+        "When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the "
+        "lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from "
+        "previous turns. To avoid this requirement, disable `thinking`. Please consult our documentation at "
+        "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+    )
+
+
 def _validate_tool_pairs(messages: list[dict[str, Any]]) -> str | None:
     """Each assistant ``tool_use`` needs its ``tool_result`` in the next (user) message, and nothing else may."""
     pending: list[str] = []
@@ -345,18 +390,36 @@ def _echo(text: str, body: dict[str, Any]) -> Script:
     return Script([_text_block(pieces)], "stop_sequence" if stop_sequence else "end_turn", stop_sequence)
 
 
-def _forced_tool(name: str, text: str) -> Script:
-    """A call to ``name`` whose input is ``text`` as a JSON object, in about three fragments."""
+def _forced_tool(name: str, text: str, schema: dict[str, Any]) -> Script:
+    """A call to ``name`` whose input is ``text`` as JSON, shaped to ``schema`` as a model would, in fragments."""
     value: Any = {}
     with contextlib.suppress(ValueError):
         value = json.loads(text)
-    arguments = json.dumps(value if isinstance(value, dict) else {})
+    required = schema.get("required") or []
+    if not isinstance(value, dict):
+        value = {required[0]: value} if len(required) == 1 and len(schema.get("properties") or {}) == 1 else {}
+    arguments = json.dumps(value)
     size = -(-len(arguments) // 3)
     fragments = [arguments[start : start + size] for start in range(0, len(arguments), size)]
     return Script([_tool_block("toolu_01A", name, fragments)], "tool_use")
 
 
+def _thinking_block() -> Block:
+    deltas: list[dict[str, Any]] = [{"type": "thinking_delta", "thinking": piece} for piece in THINKING]
+    deltas.append({"type": "signature_delta", "signature": signature("".join(THINKING))})
+    return Block({"type": "thinking", "thinking": "", "signature": ""}, deltas)
+
+
 def _script(model: str, body: dict[str, Any]) -> Script:
+    script = _scripted(model, body)
+    last_user = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+    after_tools = isinstance(last_user, list) and any(b["type"] == "tool_result" for b in last_user)
+    if script.ending == "finish" and (model == "fake-thinking" or (_thinking_enabled(body) and not after_tools)):
+        script.blocks.insert(0, _thinking_block())
+    return script
+
+
+def _scripted(model: str, body: dict[str, Any]) -> Script:
     messages: list[dict[str, Any]] = body["messages"]
     if model == "fake-midstream-error":
         return Script([_text_block(["Hello", " there"])], ending="error")
@@ -382,20 +445,10 @@ def _script(model: str, body: dict[str, Any]) -> Script:
         ]
         return Script([Block({"type": "text", "text": "", "citations": []}, deltas)])
     text = _echo_text(messages)
-    if model == "fake-thinking":
-        thinking = Block(
-            {"type": "thinking", "thinking": "", "signature": ""},
-            [
-                {"type": "thinking_delta", "thinking": "Let me think"},
-                {"type": "thinking_delta", "thinking": " about this."},
-                {"type": "signature_delta", "signature": SIGNATURE},
-            ],
-        )
-        echo = _echo(text, body)
-        return Script([thinking, *echo.blocks], echo.stop_reason, echo.stop_sequence)
     choice = body.get("tool_choice") or {}
     if choice.get("type") == "tool":
-        return _forced_tool(choice["name"], text)
+        schema = next(tool["input_schema"] for tool in body["tools"] if tool["name"] == choice["name"])
+        return _forced_tool(choice["name"], text, schema)
     return _echo(text, body)
 
 
@@ -517,7 +570,7 @@ class FakeAnthropic:
             failed = self.flaky.get(key, 0)
             if failed < int(flaky[2]):
                 self.flaky[key] = failed + 1
-                headers = {"retry-after": "1", "retry-after-ms": "20"}
+                headers = {"retry-after": "0"}
                 if flaky[1]:
                     return _error(529, "overloaded_error", "Overloaded", headers)
                 return _error(429, "rate_limit_error", STATUS_ERRORS[429][1], headers)

@@ -5,6 +5,14 @@ Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, and Azure OpenAI's
 ``api-version`` query and the ``api-key`` header; the model is the deployment
 unless the body names one) and ``GET /openai/models``. Requests are validated
 like OpenAI does (400 with an OpenAI error body) and recorded in ``requests``.
+Built with an ``api_key``, the ``/v1`` routes need ``Authorization: Bearer
+<api_key>`` and answer a missing or wrong one with OpenAI's exact 401 bodies;
+built without, the fake is a local server (vLLM, Ollama) that takes any key.
+
+A stream opens with a ``: keep-alive`` comment and the role chunk
+(``content: ""``, or ``content: null`` together with the first tool call when
+the reply calls tools); a mid-stream error is a data chunk whose ``error`` has
+all four keys.
 
 The ``model`` picks a script, streamed (``stream: true``) or as one completion:
 
@@ -29,11 +37,16 @@ The ``model`` picks a script, streamed (``stream: true``) or as one completion:
 - ``fake-vllm-error``: 400 whose error ``code`` is the integer 400, as vLLM sends.
 - ``fake-flaky-<N>``: per (model, last user text), the first N requests get
   429 (``retry-after: 1``, ``retry-after-ms: 20``); later ones act as ``fake``.
+  ``FlakyFront`` fails connections instead, before any byte of a response.
 - ``fake-unavailable-flaky-<N>``: the same with 503 ``server_error``.
 - ``fake-midstream-error``: a text chunk, then an ``error`` key in a data chunk.
 - ``fake-drop``: three text chunks, then the connection is cut without
   ``[DONE]`` (a non-stream request gets a cut JSON body).
 - ``fake-hang``: waits 30 s (or until the client goes away), then acts as ``fake``.
+
+Each record's ``disconnected`` (a ``threading.Event``) is set, and
+``disconnected_at`` (``time.monotonic()``) stamped, when the client goes away
+before the reply ends: during ``fake-hang``'s wait, or mid-stream.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ import contextlib
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -96,6 +110,12 @@ STATUS_ERRORS: dict[int, tuple[str, str, str | None, dict[str, str]]] = {
     500: ("The server had an error while processing your request. Sorry about that!", "server_error", None, {}),
     503: ("The engine is currently overloaded, please try again later", "server_error", None, {}),
 }
+MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
+    "(i.e. Authorization: Bearer YOUR_KEY), or as the password field (with empty username) if you're accessing the "
+    "API from your browser and are prompted for a username and password. You can obtain an API key from "
+    "https://platform.openai.com/account/api-keys."
+)
 USAGE_DETAILS = {
     "prompt_tokens_details": {"cached_tokens": 2},
     "completion_tokens_details": {"reasoning_tokens": 1},
@@ -137,6 +157,11 @@ def _error(
 ) -> Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=(headers or {}) | {"x-request-id": "req_fake"})
+
+
+def _masked(key: str) -> str:
+    """How OpenAI quotes a wrong key: its first 3 and last 4 characters."""
+    return key[:3] + "*" * max(len(key) - 7, 0) + key[-4:] if len(key) > 7 else key
 
 
 def _invalid(message: str, param: str | None, code: str | None) -> Response:
@@ -310,7 +335,8 @@ def _message(deltas: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, api_key: str | None = None) -> None:
+        self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.flaky: dict[tuple[str, str], int] = {}
         self.app = Starlette(
@@ -327,11 +353,30 @@ class FakeOpenAI:
         self.requests.clear()
         self.flaky.clear()
 
+    def _refused(self, request: Request) -> Response | None:
+        """OpenAI's 401 for a missing or wrong bearer key, when this fake has a key; else None."""
+        if self.api_key is None:
+            return None
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            return _error(401, MISSING_KEY, "invalid_request_error", None)
+        key = header[7:].strip()
+        if key != self.api_key:
+            message = (
+                f"Incorrect API key provided: {_masked(key)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys."
+            )
+            return _error(401, message, "invalid_request_error", "invalid_api_key")
+        return None
+
     async def models(self, request: Request) -> Response:
+        if request.url.path.startswith("/v1/") and (refused := self._refused(request)):
+            return refused
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]})
 
     async def completions(self, request: Request) -> Response:
-        return await self._complete(request, await self._record(request), None)
+        body = await self._record(request)
+        return self._refused(request) or await self._complete(request, body, None)
 
     async def azure_completions(self, request: Request) -> Response:
         body = await self._record(request)
@@ -355,7 +400,9 @@ class FakeOpenAI:
         except orjson.JSONDecodeError:
             body = None
         client = request.client.port if request.client else None
-        self.requests.append({"body": body, "headers": dict(request.headers), "path": request.url.path, "port": client})
+        record = {"body": body, "headers": dict(request.headers), "path": request.url.path, "port": client}
+        request.state.record = record | {"disconnected": threading.Event(), "disconnected_at": None}
+        self.requests.append(request.state.record)
         return body
 
     async def _complete(self, request: Request, body: Any, deployment: str | None) -> Response:
@@ -372,10 +419,12 @@ class FakeOpenAI:
         if model == "fake-hang":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_disconnected(request), HANG_S)
+                _gone(request.state.record)
         script = _script(model, body)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._stream(model, script, include_usage), media_type="text/event-stream")
+            stream = _watched(self._stream(model, script, include_usage), request.state.record)
+            return StreamingResponse(stream, media_type="text/event-stream")
         if script.ending == "error":
             return _error(500, "upstream broke", "server_error", None)
         if script.ending == "drop":
@@ -438,12 +487,17 @@ class FakeOpenAI:
 
     async def _stream(self, model: str, script: Script, include_usage: bool) -> AsyncIterator[bytes]:
         yield b": keep-alive comment\n\n"
-        yield _chunk(model, {"role": "assistant", "content": "", "refusal": None})
-        for delta in script.deltas:
+        deltas = list(script.deltas)
+        role: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        if deltas and "tool_calls" in deltas[0]:  # a tool-calling reply opens with its first call, content null
+            role = {"role": "assistant", "content": None, **deltas.pop(0), "refusal": None}
+        yield _chunk(model, role)
+        for delta in deltas:
             await asyncio.sleep(0)
             yield _chunk(model, delta)
         if script.ending == "error":
-            yield b"data: " + orjson.dumps({"error": {"message": "upstream broke", "type": "server_error"}}) + b"\n\n"
+            error = {"message": "upstream broke", "type": "server_error", "param": None, "code": None}
+            yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
             return
         if script.ending == "drop":
             raise Dropped("fake-drop cuts the connection")
@@ -471,6 +525,26 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+def _gone(record: dict[str, Any]) -> None:
+    record["disconnected_at"] = time.monotonic()
+    record["disconnected"].set()
+
+
+async def _watched(chunks: AsyncIterator[bytes], record: dict[str, Any]) -> AsyncIterator[bytes]:
+    """The stream, marking its record when the client leaves before the end (a cut on purpose is no leaving)."""
+    ended = False
+    try:
+        async for chunk in chunks:
+            yield chunk
+        ended = True
+    except Dropped:
+        ended = True
+        raise
+    finally:
+        if not ended:
+            _gone(record)
+
+
 def _not_a_drop(record: logging.LogRecord) -> bool:
     """Keeps uvicorn from logging a traceback for each connection that fake-drop cuts on purpose."""
     return not (record.exc_info and isinstance(record.exc_info[1], Dropped))
@@ -485,6 +559,63 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class FlakyFront:
+    """A TCP front on 127.0.0.1 that resets its first ``resets`` connections before a byte, then forwards to ``port``.
+
+    What a restarting upstream or a load balancer does: the SDK sees a connection error, not an HTTP status.
+    """
+
+    def __init__(self, port: int, resets: int) -> None:
+        self.target = port
+        self.resets = resets
+        self.accepted = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.resets:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+                conn.close()
+                continue
+            threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
+
+    def _forward(self, conn: socket.socket) -> None:
+        with conn, socket.create_connection(("127.0.0.1", self.target)) as upstream:
+            inbound = threading.Thread(target=_pipe, args=(conn, upstream), daemon=True)
+            inbound.start()
+            _pipe(upstream, conn)
+            inbound.join()
+
+    def __enter__(self) -> FlakyFront:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 class ServerThread:
