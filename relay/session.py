@@ -40,7 +40,7 @@ __all__ = ["Session", "StreamOpener", "history_message"]
 log = logging.getLogger("relay.session")
 
 StreamOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
-_HISTORY_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+_HISTORY_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "thinking_blocks")
 
 
 def history_message(stored: dict[str, Any]) -> dict[str, Any]:
