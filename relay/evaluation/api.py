@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ProviderConfig
-from .costs import PriceTable
+from .costs import CostEstimate, PriceTable
 from .dataset import Row, load_dataset, parse_rows
 from .export import write_outputs
 from .judge import LLMJudge
@@ -27,7 +27,7 @@ from .runner import EvalResult, Evaluation, Limiter, StreamOpener
 from .scoring import PythonScorer, Scorer
 from .spec import EvalOptions, candidate_for, candidates_for, parse_scorer
 
-__all__ = ["Prepared", "ScorerLike", "prepare", "run_evaluation", "evaluate_local", "default_out"]
+__all__ = ["Prepared", "ScorerLike", "prepare", "preflight", "run_evaluation", "evaluate_local", "default_out"]
 
 ScorerLike = Scorer | str | Callable[[str, Row], Any]
 
@@ -74,6 +74,30 @@ def prepare(
         given = [r for r in records if isinstance(r, Row)]
         rows = given if len(given) == len(records) else parse_rows(records, template)  # type: ignore[arg-type]
     return Prepared(name, rows, candidates_for(specs, by_id), [_scorer(s, by_id) for s in scorers])
+
+
+def preflight(
+    prepared: Prepared,
+    *,
+    out: str | Path,
+    options: EvalOptions | None = None,
+    prices: PriceTable | None = None,
+    results_url: str | None = None,
+) -> CostEstimate:
+    """The worst case of what a run would call now; raises ``CostCeilingExceeded`` before anything starts."""
+    store = open_results(results_url, out)
+    try:
+        evaluation = Evaluation(
+            prepared.rows,
+            prepared.candidates,
+            store=store,
+            scorers=prepared.scorers,
+            options=options,
+            prices=prices if prices is not None else PriceTable.load(),
+        )
+        return evaluation.preflight()[3]
+    finally:
+        store.close()
 
 
 def default_out(dataset: str | Path) -> Path:

@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..config import RelaySettings
-from .api import default_out, prepare
+from .api import default_out, preflight, prepare
 from .costs import CostCeilingExceeded, PriceTable
 from .dataset import DatasetError
 from .progress import Progress
@@ -145,11 +145,17 @@ def run_eval(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError, OSError, ValidationError, TypeError) as exc:
         print(f"relay eval: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    out = Path(args.out) if args.out else default_out(args.dataset)
+    try:
+        estimate = preflight(prepared, out=out, options=options, prices=prices, results_url=args.results_url)
+    except CostCeilingExceeded as exc:
+        print(f"relay eval: {exc}", file=sys.stderr)
+        return EXIT_COST
+    print(f"relay eval: {estimate.describe()}", file=sys.stderr)
     import ray
 
     from actors.evaluation import NAMESPACE, run_on_cluster
 
-    out = Path(args.out) if args.out else default_out(args.dataset)
     ray.init(
         address=args.address,
         namespace=NAMESPACE,

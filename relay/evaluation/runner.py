@@ -85,9 +85,9 @@ class Evaluation:
         rows: Sequence[Row],
         candidates: Sequence[Candidate],
         *,
-        open_stream: StreamOpener,
-        limiter: Limiter,
         store: ResultStore,
+        open_stream: StreamOpener | None = None,
+        limiter: Limiter | None = None,
         scorers: Sequence[Scorer] = (),
         options: EvalOptions | None = None,
         prices: PriceTable | None = None,
@@ -132,18 +132,29 @@ class Evaluation:
         estimate.unpriced += [name for name in rescoring.unpriced if name not in estimate.unpriced]
         return estimate
 
-    async def run(self) -> EvalResult:
-        started = time.perf_counter()
+    def preflight(self) -> tuple[list[Cell], list[Cell], dict[CellKey, dict[str, Any]], CostEstimate]:
+        """What the run would do and its worst-case cost; raises ``CostCeilingExceeded`` above ``max_cost``."""
         to_call, to_rescore, stored = self.pending()
         estimate = self.estimate(to_call, to_rescore)
         ceiling = self.options.max_cost
         if ceiling is not None and not self.options.force and (estimate.unpriced or estimate.total > ceiling):
             raise CostCeilingExceeded(estimate, ceiling)
+        return to_call, to_rescore, stored, estimate
+
+    def _seams(self) -> tuple[StreamOpener, Limiter]:
+        if self.open_stream is None or self.limiter is None:
+            raise RuntimeError("an Evaluation runs with open_stream and limiter; without them it can only preflight")
+        return self.open_stream, self.limiter
+
+    async def run(self) -> EvalResult:
+        _, limiter = self._seams()
+        started = time.perf_counter()
+        to_call, to_rescore, stored, estimate = self.preflight()
         providers = {c.provider for c in self.candidates} | {j.judge.provider for j in self.judges}
         for provider in sorted(providers):
             self._slots[provider] = asyncio.Semaphore(self.options.in_flight(provider))
             # Each run states its limits: a provider it gives none has its buckets lifted.
-            await self.limiter.configure(provider, self.options.rpm.get(provider), self.options.tpm.get(provider))
+            await limiter.configure(provider, self.options.rpm.get(provider), self.options.tpm.get(provider))
         if self.progress is not None:
             totals: dict[str, int] = {c.label: 0 for c in self.candidates}
             for cell in to_call:
@@ -188,16 +199,17 @@ class Evaluation:
 
     async def call(self, request: ChatRequest, max_tokens: int) -> _Call:
         """One provider call through the limiter; never raises for a provider's failure."""
+        open_stream, limiter = self._seams()
         provider = request.provider
         reserved = estimate_input_tokens(request.messages) + max_tokens
-        delay = await self.limiter.reserve(provider, reserved)
+        delay = await limiter.reserve(provider, reserved)
         if delay > 0:
             await asyncio.sleep(delay)
         call = _Call()
         reply = Reply()
         started = time.perf_counter()
         try:
-            async with contextlib.aclosing(self.open_stream(request)) as batches:
+            async with contextlib.aclosing(open_stream(request)) as batches:
                 async for batch in batches:
                     if call.ttft_ms is None and any(event["type"] in _CONTENT for event in batch):
                         call.ttft_ms = (time.perf_counter() - started) * 1000
@@ -212,10 +224,10 @@ class Evaluation:
         call.input_tokens = reply.usage.get("input_tokens", 0)
         call.output_tokens = reply.usage.get("output_tokens", 0)
         used = call.input_tokens + call.output_tokens
-        await self.limiter.settle(provider, reserved, used if used else reserved)
+        await limiter.settle(provider, reserved, used if used else reserved)
         retry_after = (call.error or {}).get("retry_after")
         if call.error and call.error.get("error_type") == "rate_limit_error" and retry_after:
-            await self.limiter.pause(provider, float(retry_after))
+            await limiter.pause(provider, float(retry_after))
         return call
 
     async def score(self, output: str, row: Row) -> list[Score]:
