@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relay.errors import InvalidRequest, Overloaded, ProviderError, RateLimited, RelayError
+from relay.errors import InvalidRequest, Overloaded, ProviderError, RateLimited, RelayError, UnsupportedFeature
 from relay.events import finish, text_delta
 from relay.request import ChatRequest, Target
 from relay.resilience import CircuitBreaker, RetryPolicy, falls_back, retrying, with_fallback
@@ -152,6 +152,40 @@ async def test_fallback_does_not_hide_a_bad_request_or_a_midstream_failure() -> 
     with pytest.raises(ProviderError):
         [x async for x in with_fallback(request_with_chain("b"), midstream)]
     assert not falls_back(InvalidRequest("x")) and falls_back(RateLimited("x"))
+
+
+async def test_a_fallback_that_lacks_a_feature_is_skipped_and_the_real_failure_surfaces() -> None:
+    """anthropic(529) -> echo (no tools) -> c: echo is skipped with a status saying why, c serves."""
+    opened: list[str] = []
+
+    async def open_stream(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        opened.append(request.provider)
+        if request.provider == "a":
+            raise Overloaded("a: upstream overloaded_error: Overloaded")
+        if request.provider == "echo":
+            raise UnsupportedFeature("Provider 'echo' (echo) does not support tools", param="tools")
+        yield [text_delta("from c"), finish("stop")]
+
+    out = [(r.provider, batch) async for r, batch in with_fallback(request_with_chain("echo", "c"), open_stream)]
+    assert opened == ["a", "echo", "c"]
+    skip = out[1][1][0]
+    assert skip["status"] == "fallback"
+    assert "echo skipped (Provider 'echo' (echo) does not support tools); falling back to c" in skip["message"]
+    assert out[-1] == ("c", [text_delta("from c"), finish("stop")])
+
+    opened.clear()
+    with pytest.raises(Overloaded, match="overloaded_error"):  # not the 400 of the skipped fallback
+        [x async for x in with_fallback(request_with_chain("echo"), open_stream)]
+    assert opened == ["a", "echo"]
+
+
+async def test_the_chosen_provider_lacking_a_feature_is_the_callers_error() -> None:
+    async def open_stream(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        raise UnsupportedFeature(f"Provider '{request.provider}' does not support audio", param="audio")
+        yield []
+
+    with pytest.raises(UnsupportedFeature, match="'a'"):
+        [x async for x in with_fallback(request_with_chain("b"), open_stream)]
 
 
 def test_structured_output_validation() -> None:

@@ -6,16 +6,23 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from relay.errors import InvalidRequest, Overloaded, UnsupportedFeature
+from relay.errors import InvalidRequest, Overloaded, ProviderError, UnsupportedFeature
+from relay.events import finish, reasoning_delta, text_delta
 from relay.media import MediaPolicy, normalize_messages
+from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.wire.anthropic import (
     FINISH_FROM_ANTHROPIC,
     STOP_FROM_FINISH,
     STRUCTURED_TOOL,
+    AnthropicEncoder,
     AnthropicStream,
+    anthropic_error_body,
+    anthropic_message,
+    from_anthropic_messages,
     to_anthropic_request,
 )
 from relay.wire.openai import OpenAIStream, prepare_messages
@@ -142,6 +149,132 @@ def test_response_format_becomes_a_forced_tool() -> None:
     )
     assert body["tools"][-1]["name"] == STRUCTURED_TOOL and body["tools"][-1]["input_schema"] == schema
     assert body["tool_choice"] == {"type": "tool", "name": STRUCTURED_TOOL}
+
+
+def test_a_non_object_schema_is_wrapped_under_value_with_its_defs_at_the_root() -> None:
+    schema = {"type": "array", "items": {"$ref": "#/$defs/Point"}, "$defs": {"Point": {"type": "object"}}}
+    body = anthropic_body(
+        [{"role": "user", "content": "x"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "Points", "schema": schema}},
+    )
+    assert body["tools"][-1]["input_schema"] == {
+        "type": "object",
+        "properties": {"value": {"type": "array", "items": {"$ref": "#/$defs/Point"}}},
+        "required": ["value"],
+        "$defs": {"Point": {"type": "object"}},
+    }
+    start = {"index": 0, "content_block": {"type": "tool_use", "id": "t", "name": STRUCTURED_TOOL, "input": {}}}
+    fragments = ['{"val', 'ue": [{"x"', ": 1}]}"]
+    events = feed(
+        AnthropicStream(structured=True, wrapped=True),
+        [
+            ("content_block_start", start),
+            *[
+                ("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": f}})
+                for f in fragments
+            ],
+            ("content_block_stop", {"index": 0}),
+        ],
+    )
+    assert events == [{"type": "text-delta", "content": '[{"x":1}]'}]  # unwrapped whole, at the block's end
+
+
+def test_thinking_blocks_go_back_signed_ahead_of_tool_use_when_thinking_is_on() -> None:
+    signed = {"type": "thinking", "thinking": "Let me think.", "signature": "sig-1"}
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [call],
+            "thinking_blocks": [signed, {"type": "thinking", "thinking": "unsigned", "signature": ""}],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+    ]
+    on = anthropic_body(messages, thinking={"type": "enabled", "budget_tokens": 1024}, tools=[WEATHER_TOOL])
+    assert on["messages"][1]["content"] == [
+        signed,
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+    ]
+    off = anthropic_body(messages, tools=[WEATHER_TOOL])
+    assert [b["type"] for b in off["messages"][1]["content"]] == ["tool_use"]
+    assert "thinking_blocks" not in prepare_messages(messages)[1]  # never sent to an OpenAI-wire server
+    with pytest.raises(UnsupportedFeature) as exc:  # Anthropic refuses thinking while a tool is forced
+        anthropic_body(
+            messages[:1],
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            response_format={"type": "json_object"},
+        )
+    assert exc.value.param == "thinking"
+
+
+def test_a_reply_keeps_each_signed_thinking_block() -> None:
+    reply = Reply()
+    reply.extend(
+        [
+            reasoning_delta("one "),
+            reasoning_delta("two"),
+            {"type": "reasoning-delta", "content": "", "signature": "s1"},
+            reasoning_delta("three"),
+            {"type": "reasoning-delta", "content": "", "signature": "s2"},
+            reasoning_delta("loose"),
+        ]
+    )
+    assert reply.thinking_blocks == [
+        {"type": "thinking", "thinking": "one two", "signature": "s1"},
+        {"type": "thinking", "thinking": "three", "signature": "s2"},
+    ]
+    assert reply.reasoning_content == "one twothreeloose"
+    assert reply.thinking()[-1] == {"type": "thinking", "thinking": "loose", "signature": ""}
+    assert anthropic_message(reply, "m")["content"] == reply.thinking()
+    back = from_anthropic_messages(None, [{"role": "assistant", "content": reply.thinking()[:2]}])
+    assert back[0]["thinking_blocks"] == reply.thinking_blocks
+
+
+def sse(data: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line[6:]) for line in data.decode().splitlines() if line.startswith("data: ")]
+
+
+def test_relays_messages_stream_signs_thinking_pings_and_reports_cache_usage() -> None:
+    encoder = AnthropicEncoder("m")
+    usage = {"type": "usage", "input_tokens": 11, "output_tokens": 4, "cache_read_tokens": 5, "cache_write_tokens": 3}
+    frames = sse(
+        encoder.encode(
+            [
+                usage,
+                reasoning_delta("hmm"),
+                {"type": "reasoning-delta", "content": "", "signature": "sig"},
+                text_delta("Hi"),
+                finish("stop"),
+            ]
+        )
+    )
+    assert [f["type"] for f in frames] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert frames[0]["message"]["usage"] == {
+        "input_tokens": 11,
+        "cache_creation_input_tokens": 3,
+        "cache_read_input_tokens": 5,
+        "output_tokens": 0,
+    }
+    assert frames[4]["delta"] == {"type": "signature_delta", "signature": "sig"}
+    assert frames[-2]["usage"] == frames[0]["message"]["usage"] | {"output_tokens": 4}
+    error = sse(AnthropicEncoder("m").encode([ProviderError("boom").to_event()]))[-1]
+    assert error["error"] == {"type": "api_error", "message": "boom"} and error["request_id"].startswith("req_")
+    body = anthropic_error_body(Overloaded("busy"))
+    assert body["error"]["type"] == "overloaded_error" and body["request_id"].startswith("req_")
 
 
 def test_images_and_documents_become_anthropic_blocks() -> None:
