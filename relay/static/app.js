@@ -309,8 +309,7 @@ function onEvent(run, type, event) {
       finishBubble(bubble, "error", "");
     } else if (type === "finish") finishBubble(bubble, event.reason, metrics(event, bubble.usage));
   }
-  const log = [...state.view.columns.values()].map((column) => column.log);
-  for (const each of log) each.scrollTop = each.scrollHeight;
+  for (const { log } of state.view.columns.values()) log.scrollTop = log.scrollHeight;
   if ([...run.bubbles.values()].every((bubble) => bubble.done)) endRun(run);
 }
 

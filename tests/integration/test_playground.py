@@ -25,10 +25,12 @@ WAIT_MS = 60_000  # a deadline on events arriving through a loaded 2-core machin
 async def browser() -> AsyncIterator[Browser]:
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed: apt-get install chromium"
+    expect.set_options(timeout=WAIT_MS)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
         yield launched
         await launched.close()
+    expect.set_options(timeout=None)  # back to playwright's default for any other browser test
 
 
 async def choose(page: Page, *providers: str, model: str = "", options: str = "") -> None:
@@ -54,7 +56,6 @@ async def screenshot(page: Page, name: str, tmp_path: Path) -> None:
 async def test_playground_streams_cancels_reopens_and_compares(
     relay: Relay, browser: Browser, tmp_path: Path
 ) -> None:
-    expect.set_options(timeout=WAIT_MS)
     user = f"pw-{uuid.uuid4().hex[:8]}"
     page = await browser.new_page(viewport={"width": 1280, "height": 860})
     problems: list[str] = []
@@ -68,8 +69,9 @@ async def test_playground_streams_cancels_reopens_and_compares(
     await expect(page.get_by_test_id("provider-mystery")).to_be_disabled()  # configured, but no adapter
     last = page.get_by_test_id("assistant").last
 
-    # A plain echo turn: the streamed text is the prompt, and the page learns its new session.
+    # An echo turn in chunked mode: the streamed text is the prompt, and the page learns its new session.
     await choose(page, "echo")
+    await page.get_by_test_id("mode").select_option("chunked")
     await send(page, "hello from chromium")
     await expect(last).to_have_attribute("data-state", "done")
     await expect(last.get_by_test_id("assistant-text")).to_have_text("hello from chromium")
@@ -82,6 +84,8 @@ async def test_playground_streams_cancels_reopens_and_compares(
     await expect(item.locator(".title")).to_have_text("hello from chromium")  # named after its first message
 
     # Echo stops after two tokens and hangs: the partial text is on screen while the run is live; Cancel ends it.
+    # (Standard mode: chunked would hold two short tokens back until its 16-character chunk fills.)
+    await page.get_by_test_id("mode").select_option("standard")
     await choose(page, "echo", options='{"fault": "hang", "fault_after": 2}')
     await send(page, "a b c d e f")
     await expect(last.get_by_test_id("assistant-text")).to_have_text("a b")
@@ -155,4 +159,12 @@ async def test_playground_streams_cancels_reopens_and_compares(
     await expect(columns).to_have_count(2)
     await expect(page.locator('[data-testid="column"][data-provider="up"] .msg.user')).to_have_text(["side by side"])
     await expect(page.get_by_test_id("provider-up")).to_be_checked()
+
+    # An upstream refusal is shown on its reply, and the page is ready for the next message.
+    await page.get_by_test_id("new-chat").click()
+    await choose(page, "up", model="fake-status-400")
+    await send(page, "this one fails")
+    await expect(last).to_have_attribute("data-state", "error")
+    await expect(last.get_by_test_id("note-error")).to_contain_text("the fake was told to answer 400")
+    await expect(page.get_by_test_id("send")).to_be_enabled()
     assert problems == [], problems
