@@ -13,6 +13,7 @@ import pytest
 from relay.errors import Conflict, NotFound
 from relay.store import SQLiteStore, Store, open_store
 from relay.store.base import MIGRATIONS
+from relay.store.postgres import PostgresStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -53,6 +54,30 @@ def test_migrations_run_once_and_upgrade_an_old_database(tmp_path: Path) -> None
     open_store(f"sqlite:///{path}")
     with sqlite3.connect(path) as db:
         assert [r[0] for r in db.execute("SELECT version FROM schema_version")] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_postgres_upgrades_a_schema_left_at_the_first_version(fresh_pg_url: str) -> None:
+    with psycopg.connect(fresh_pg_url, autocommit=True) as db:  # version 1 recorded, with rows written under it
+        for step in MIGRATIONS[0]:
+            db.execute(PostgresStore.dialect.render(step))
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version (version) VALUES (1)")
+        db.execute("INSERT INTO sessions (session_id, user_id, created_at, updated_at) VALUES ('old', 'u', 1, 1)")
+        db.execute(
+            "INSERT INTO runs (run_id, session_id, status, input, started_at)"
+            " VALUES ('r1', 'old', 'completed', '[]', 1)"
+        )
+    store = open_store(fresh_pg_url)
+    assert store.get_session("old")["summary_topics"] == []  # type: ignore[index]
+    run = store.get_run("r1")
+    assert run is not None and run["citations"] == [] and run["feedback"] is None
+    assert store.add_memories("u", ["likes tea"], "old") == 1  # a table of a later version
+    store.append_message("old", {"role": "user", "content": "after the upgrade"})
+    open_store(fresh_pg_url)  # a second start finds nothing to do
+    with psycopg.connect(fresh_pg_url) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert [m["content"] for m in store.messages("old")] == ["after the upgrade"]
 
 
 def test_messages_are_append_only_rows_in_order(store: Store) -> None:
