@@ -19,12 +19,15 @@ from relay.config import ProviderConfig, RelaySettings
 from relay.events import EVENT_ADAPTER
 from relay.local import LocalBackend
 from relay.reply import Reply
-from relay.request import ChatRequest
+from relay.request import ChatRequest, Target
 from tests.cases import PDF, PNG, WEATHER_TOOL
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
 
 PROVIDERS = ("openai", "azure", "compat", "anthropic")
+EVERY = (*PROVIDERS, "echo")
+OPENAI_WIRE = ("openai", "azure", "compat")
+WAV = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="  # a 44-byte silent WAV header
 PERSON = {
     "type": "json_schema",
     "json_schema": {
@@ -60,6 +63,7 @@ def backend(
         ProviderConfig(
             provider_id="anthropic", provider_type="anthropic", base_url=anthropic_url, api_key="sk-ant-test", **common
         ),
+        ProviderConfig(provider_id="echo", provider_type="echo", model="echo"),
     ]
     path = Path(tmp_path_factory.mktemp("matrix")) / "relay.db"
     return LocalBackend(RelaySettings(store_url=f"sqlite:///{path}", providers=providers))
@@ -70,9 +74,14 @@ def upstream_requests(provider: str, fake_openai: Any, fake_anthropic: Any) -> l
 
 
 async def turn(
-    backend: LocalBackend, provider: str, model: str, messages: list[dict[str, Any]], **params: Any
+    backend: LocalBackend,
+    provider: str,
+    model: str,
+    messages: list[dict[str, Any]],
+    fallbacks: tuple[Target, ...] = (),
+    **params: Any,
 ) -> tuple[list[dict[str, Any]], Reply, dict[str, Any]]:
-    request = ChatRequest(provider=provider, model=model, messages=messages, params=params)
+    request = ChatRequest(provider=provider, model=model, messages=messages, params=params, fallbacks=list(fallbacks))
     opened = await backend.open_turn(session_id=None, user_id="matrix", request=request)
     events = [event async for batch in opened.batches for event in batch]
     for event in events:
@@ -88,12 +97,12 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", EVERY)
 async def test_text(backend: LocalBackend, provider: str) -> None:
     events, reply, run = await turn(backend, provider, "fake", user("hello matrix world"))
     assert reply.content.strip() == "hello matrix world" and reply.finish_reason == "stop"
     assert reply.usage["input_tokens"] > 0 and reply.usage["output_tokens"] > 0
-    assert reply.usage.get("cache_read_tokens", 0) > 0
+    assert reply.usage.get("cache_read_tokens", 0) > 0 or provider == "echo"  # echo has no prompt cache
     assert run["status"] == "completed" and run["output"] == reply.content and run["usage"] == reply.usage
     assert events[-1]["metrics"]["provider"] == provider
 
@@ -147,7 +156,7 @@ async def test_tool_result_round_trip(
         assert sent["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21C"}
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", EVERY)
 async def test_images_by_data_uri_and_url(
     backend: LocalBackend, provider: str, fake_openai: Any, fake_anthropic: Any
 ) -> None:
@@ -162,17 +171,61 @@ async def test_images_by_data_uri_and_url(
     if provider == "anthropic":
         assert sent[1]["source"] == {"type": "base64", "media_type": "image/png", "data": PNG}
         assert sent[2]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
-    else:
+    elif provider != "echo":
         assert reply.content.count("[image]") == 2 and sent == content
 
 
+@pytest.mark.parametrize("provider", EVERY)
+async def test_audio_input(backend: LocalBackend, provider: str, fake_openai: Any, fake_anthropic: Any) -> None:
+    audio = {"type": "input_audio", "input_audio": {"data": WAV, "format": "wav"}}
+    content = [{"type": "text", "text": "Transcribe"}, audio]
+    before = len(fake_anthropic[0].requests)
+    events, reply, run = await turn(backend, provider, "fake", [{"role": "user", "content": content}])
+    if provider == "anthropic":  # refused by its pool before any upstream call, naming provider and feature
+        error = events[-2]
+        assert (
+            error["status_code"] == 400
+            and "Provider 'anthropic' (anthropic) does not support audio" in error["message"]
+        )
+        assert len(fake_anthropic[0].requests) == before and run["status"] == "failed"
+        return
+    assert run["status"] == "completed" and reply.content.startswith("Transcribe")
+    if provider != "echo":
+        assert reply.content.strip().endswith("[audio]")
+        assert (
+            upstream_requests(provider, fake_openai, fake_anthropic)[-1]["body"]["messages"][-1]["content"] == content
+        )
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_participant_name(backend: LocalBackend, provider: str, fake_openai: Any, fake_anthropic: Any) -> None:
+    await turn(backend, provider, "fake", [{"role": "user", "name": "ada", "content": "hi"}])
+    sent = upstream_requests(provider, fake_openai, fake_anthropic)[-1]["body"]["messages"][-1]
+    if provider == "anthropic":  # the Messages API has no names
+        assert sent == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    else:
+        assert sent == {"role": "user", "name": "ada", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("params", "feature"),
+    [({"tools": [WEATHER_TOOL]}, "tools"), ({"response_format": {"type": "json_object"}}, "structured_output")],
+)
+async def test_echo_refuses_what_it_cannot_do(backend: LocalBackend, params: dict[str, Any], feature: str) -> None:
+    events, _, run = await turn(backend, "echo", "echo", user("x"), **params)
+    assert events[-2]["status_code"] == 400 and f"(echo) does not support {feature}" in events[-2]["message"]
+    assert run["status"] == "failed"
+
+
+@pytest.mark.parametrize("provider", EVERY)
 async def test_pdf_file(backend: LocalBackend, provider: str, fake_openai: Any, fake_anthropic: Any) -> None:
     pdf = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "r.pdf"}}
     _, _, run = await turn(
         backend, provider, "fake", [{"role": "user", "content": [{"type": "text", "text": "Sum"}, pdf]}]
     )
     assert run["status"] == "completed"
+    if provider == "echo":
+        return
     sent = upstream_requests(provider, fake_openai, fake_anthropic)[-1]["body"]["messages"][-1]["content"][1]
     if provider == "anthropic":
         assert sent == {
@@ -191,8 +244,24 @@ async def test_structured_output_is_validated(backend: LocalBackend, provider: s
     assert run["status"] == "completed"
     events, reply, run = await turn(backend, provider, "fake", user('{"name": "Ada"}'), response_format=PERSON)
     assert reply.error is not None and "'age' is a required property" in reply.error["message"]
-    assert events[-1]["reason"] == "error" and run["status"] in ("failed", "interrupted")
-    assert run["error"]["error_type"] == "provider_error"
+    # The text streamed before the check could run; the run is failed all the same, its output kept.
+    kinds = [e["type"] for e in events if e["type"] not in ("status", "usage")]
+    assert kinds[0] == "text-delta" and kinds[-2:] == ["error", "finish"] and events[-1]["reason"] == "error"
+    assert run["status"] == "failed" and run["output"] == reply.content
+    assert run["error"]["error_type"] == "provider_error" and run["error"]["code"] == "invalid_structured_output"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_structured_output_with_an_array_root(backend: LocalBackend, provider: str, fake_anthropic: Any) -> None:
+    numbers = {
+        "type": "json_schema",
+        "json_schema": {"name": "Numbers", "schema": {"type": "array", "items": {"type": "integer"}}},
+    }
+    _, reply, run = await turn(backend, provider, "fake", user("[1, 2, 3]"), response_format=numbers)
+    assert orjson.loads(reply.content) == [1, 2, 3] and run["status"] == "completed"
+    if provider == "anthropic":  # a tool's input is an object: the array travelled as {"value": [...]}
+        tool = fake_anthropic[0].requests[-1]["body"]["tools"][-1]
+        assert tool["input_schema"]["properties"]["value"] == {"type": "array", "items": {"type": "integer"}}
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -354,3 +423,54 @@ async def test_anthropic_sdk_against_relays_messages_route(relay_url: str, fake_
     with pytest.raises(anthropic.BadRequestError) as bad:
         await client.messages.create(model="compat/fake", max_tokens=0, messages=[{"role": "user", "content": "x"}])
     assert "max_tokens" in bad.value.message
+
+
+async def test_a_streamed_reply_that_breaks_its_schema_ends_with_an_error(relay_url: str) -> None:
+    """The invalid JSON has streamed by the time it can be checked; the stream then ends in an error chunk."""
+    client = openai.AsyncOpenAI(base_url=relay_url + "/v1", api_key="x", max_retries=0)
+    stream = await client.chat.completions.create(
+        model="openai/fake",
+        messages=[{"role": "user", "content": '{"name": 7}'}],
+        response_format=PERSON,  # type: ignore[arg-type]
+        stream=True,
+    )
+    text = []
+    with pytest.raises(openai.APIError, match="structured output does not match the schema"):
+        async for chunk in stream:
+            text.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    assert "".join(text).strip() == '{"name": 7}'
+
+
+async def test_audio_to_anthropic_is_a_400_before_any_upstream_call(relay_url: str, fake_anthropic: Any) -> None:
+    client = openai.AsyncOpenAI(base_url=relay_url + "/v1", api_key="x", max_retries=0)
+    before = len(fake_anthropic[0].requests)
+    audio = {"type": "input_audio", "input_audio": {"data": WAV, "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as exc:
+        await client.chat.completions.create(
+            model="anthropic/fake",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Transcribe"}, audio]}],  # type: ignore[list-item]
+        )
+    assert exc.value.status_code == 400 and exc.value.param == "audio"
+    assert "Provider 'anthropic' (anthropic) does not support audio" in exc.value.message
+    assert len(fake_anthropic[0].requests) == before
+
+
+async def test_a_fallback_without_the_feature_is_skipped_not_a_misleading_400(
+    relay_url: str, backend: LocalBackend
+) -> None:
+    client = openai.AsyncOpenAI(base_url=relay_url + "/v1", api_key="x", max_retries=0)
+    ask: dict[str, Any] = {
+        "model": "anthropic/fake-status-529",
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER_TOOL],
+    }
+    with pytest.raises(openai.APIStatusError) as exc:
+        await client.chat.completions.create(**ask, extra_body={"fallbacks": ["echo"]})
+    assert exc.value.status_code == 503 and "overloaded_error" in exc.value.message  # the real failure
+    served = await client.chat.completions.with_raw_response.create(**ask, extra_body={"fallbacks": ["echo", "compat"]})
+    assert (served.parse().choices[0].message.content or "").strip() == "Weather in Paris?"
+    [run] = backend.store.runs(served.headers["x-session-id"])
+    assert run["status"] == "completed" and run["provider"] == "compat"
+    fallbacks = [e["message"] for e in backend.store.run_events(run["run_id"], 0) if e.get("status") == "fallback"]
+    assert "anthropic failed (overloaded_error" in fallbacks[0]
+    assert "echo skipped (Provider 'echo' (echo) does not support tools); falling back to compat" in fallbacks[1]
