@@ -54,7 +54,9 @@ def test_unknown_template_variable_names_the_row_and_variable(tmp_path: Path) ->
 
 def test_csv_rows_with_template_and_json_messages_column(tmp_path: Path) -> None:
     (tmp_path / "rows.csv").write_text(
-        'id,text,expected,messages\nhello,Good morning,Bonjour,\nraw,,x,"[{""role"": ""user"", ""content"": ""hey""}]"\n'
+        "id,text,expected,messages\n"
+        "hello,Good morning,Bonjour,\n"
+        'raw,,x,"[{""role"": ""user"", ""content"": ""hey""}]"\n'
     )
     hello, raw = load_dataset(tmp_path / "rows.csv", template="Translate: {{text}}")
     assert hello.id == "hello" and hello.expected == "Bonjour"
@@ -132,7 +134,7 @@ def test_bad_rows_are_named(rows: list[object], message: str) -> None:
 
 def test_invalid_jsonl_names_the_line(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text('{"prompt": "ok"}\n\n{broken\n')
-    with pytest.raises(DatasetError, match="rows.jsonl line 3: invalid JSON"):
+    with pytest.raises(DatasetError, match=r"rows\.jsonl line 3: invalid JSON"):
         load_dataset(tmp_path / "rows.jsonl")
 
 
@@ -175,6 +177,6 @@ def test_prepare_resolves_providers_and_models() -> None:
 
 
 def test_the_shipped_examples_load() -> None:
-    assert [r.expected for r in load_dataset(ROOT / "examples/eval/capitals.jsonl")][0] == "Paris"
+    assert load_dataset(ROOT / "examples/eval/capitals.jsonl")[0].expected == "Paris"
     rows = load_dataset(ROOT / "examples/eval/translate.csv", template="Translate to French: {{text}}")
     assert rows[0].prompt == "Translate to French: Good morning"
