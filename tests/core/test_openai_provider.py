@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
+import orjson
 import pytest
 
+from relay.app import build_app
 from relay.coalesce import LoadGauge
-from relay.config import ProviderConfig
+from relay.config import ProviderConfig, RelaySettings
 from relay.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -22,12 +28,15 @@ from relay.errors import (
     RelayError,
     Unprocessable,
 )
+from relay.local import LocalBackend
 from relay.providers import create_adapter
 from relay.providers.runtime import ProviderRuntime
 from relay.reply import Reply
 from relay.request import ChatRequest
-from tests.cases import adapter_events, user_request
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.cases import WEATHER_TOOL, adapter_events, user_request
+from tests.fakes.openai_upstream import MISSING_KEY, FakeOpenAI, FlakyFront, ServerThread
+
+KEY = "sk-proj-relaytest0123456789abcd"
 
 
 def request(text: str = "hello big world", **kw: Any) -> ChatRequest:
@@ -212,3 +221,96 @@ async def test_a_caller_supplied_http_client_is_used(upstream: tuple[FakeOpenAI,
     await run(custom, request())
     assert fake.requests[-1]["headers"]["x-through"] == "my-client"
     await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def keyed() -> Iterator[tuple[FakeOpenAI, str]]:
+    """A fake that, like OpenAI, wants ``Authorization: Bearer <KEY>``."""
+    fake = FakeOpenAI(api_key=KEY)
+    with ServerThread(fake.app) as server:
+        yield fake, server.url + "/v1"
+
+
+async def test_a_wrong_or_missing_key_gets_openais_401_and_relay_never_repeats_the_key(
+    keyed: tuple[FakeOpenAI, str],
+) -> None:
+    url = keyed[1]
+    body = {"model": "fake", "messages": [{"role": "user", "content": "x"}]}
+    wrong_key = "sk-proj-wrongkey000000000wxyz"
+    async with httpx2.AsyncClient() as http:
+        wrong = await http.post(url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {wrong_key}"})
+        missing = await http.post(url + "/chat/completions", json=body)
+    assert wrong.status_code == 401 and wrong.json() == {
+        "error": {
+            "message": "Incorrect API key provided: sk-**********************wxyz. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    assert missing.status_code == 401
+    assert missing.json() == {
+        "error": {"message": MISSING_KEY, "type": "invalid_request_error", "param": None, "code": None}
+    }
+    with pytest.raises(AuthenticationFailed) as exc:
+        await run(create_adapter(config(url, provider_type="openai", api_key=wrong_key)), request())
+    assert exc.value.code == "invalid_api_key" and "wxyz" not in exc.value.message and "sk-" not in exc.value.message
+
+
+def every_byte_under(root: Path) -> bytes:
+    """The store, its WAL, the secret key file: whatever Relay wrote."""
+    return b"".join(path.read_bytes() for path in root.rglob("*") if path.is_file())
+
+
+async def test_api_key_env_names_the_variable_the_key_is_read_from_and_it_is_written_nowhere(
+    keyed: tuple[FakeOpenAI, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, url = keyed
+    monkeypatch.setenv("RELAY_TEST_OPENAI_KEY", KEY)
+    gpt = ProviderConfig(
+        provider_id="gpt", provider_type="openai", model="fake", base_url=url, api_key_env="RELAY_TEST_OPENAI_KEY"
+    )
+    backend = LocalBackend(RelaySettings(store_url=f"sqlite:///{tmp_path / 'relay.db'}", providers=[gpt]))
+    with ServerThread(build_app(backend)) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        reply = await client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "keyed hello"}])
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+            listed = await http.get("/api/streaming/providers")
+    assert (reply.choices[0].message.content or "").strip() == "keyed hello"
+    assert fake.requests[-1]["headers"]["authorization"] == f"Bearer {KEY}"
+    assert listed.json()["data"][0]["api_key_env"] == "RELAY_TEST_OPENAI_KEY" and KEY not in listed.text
+    written = every_byte_under(tmp_path)
+    assert b"keyed hello" in written and KEY.encode() not in written and KEY not in caplog.text
+    monkeypatch.delenv("RELAY_TEST_OPENAI_KEY")
+    with pytest.raises(AuthenticationFailed):  # the key came from the variable, and from nowhere else
+        await run(create_adapter(gpt), request())
+
+
+async def test_a_connection_failure_before_the_first_token_is_retried(upstream: tuple[FakeOpenAI, str]) -> None:
+    fake, url = upstream
+    port = int(url.removesuffix("/v1").rsplit(":", 1)[1])
+    with FlakyFront(port, resets=1) as front:
+        runtime = ProviderRuntime(config(front.url + "/v1", max_retries=1, retry_base_s=0), LoadGauge())
+        events = [e async for batch in runtime.stream(request("through the front")) for e in batch]
+        await runtime.aclose()
+    [retry] = [e for e in events if e["type"] == "status"]
+    assert retry["status"] == "retrying" and "provider_error" in retry["message"]
+    assert "".join(e["content"] for e in events if e["type"] == "text-delta") == "through the front "
+    assert front.accepted == 2 and len(fake.requests) == 1  # the reset connection never reached the server
+
+
+def data_lines(body: str) -> list[dict[str, Any]]:
+    return [orjson.loads(line[6:]) for line in body.splitlines() if line.startswith("data: {")]
+
+
+async def test_the_fake_streams_tool_calls_and_errors_as_openai_does(upstream: tuple[FakeOpenAI, str]) -> None:
+    url = upstream[1]
+    ask = {"stream": True, "messages": [{"role": "user", "content": "Weather?"}], "tools": [WEATHER_TOOL]}
+    async with httpx2.AsyncClient() as http:
+        tools = await http.post(url + "/chat/completions", json=ask | {"model": "fake-tools"})
+        broken = await http.post(url + "/chat/completions", json=ask | {"model": "fake-midstream-error"})
+    first = data_lines(tools.text)[0]["choices"][0]["delta"]
+    assert first["role"] == "assistant" and first["content"] is None and first["tool_calls"][0]["id"] == "call_abc"
+    assert set(data_lines(broken.text)[-1]["error"]) == {"message", "type", "param", "code"}
