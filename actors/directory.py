@@ -319,11 +319,13 @@ class SessionDirectory:
             return True
 
         hosts = list(self.hosts)
-        for host, ok in zip(hosts, await asyncio.gather(*(alive(h.actor) for h in hosts)), strict=True):
+        pooled = [actor for actor, _ in self.pool]
+        # One round for all: an actor on a lost node answers only by the timeout, so two rounds took twice as long.
+        checks = await asyncio.gather(*(alive(h.actor) for h in hosts), *map(alive, pooled))
+        for host, ok in zip(hosts, checks[: len(hosts)], strict=True):
             if not ok:
                 self._drop_host(host)
-        pooled = [actor for actor, _ in self.pool]
-        dead = [actor for actor, ok in zip(pooled, await asyncio.gather(*map(alive, pooled)), strict=True) if not ok]
+        dead = [actor for actor, ok in zip(pooled, checks[len(hosts) :], strict=True) if not ok]
         self.pool = [entry for entry in self.pool if entry[0] not in dead]  # _grow may have added some meanwhile
         self.wanted.set()
 

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sessions_survive_losing_their_node() -> None:
+def test_sessions_survive_losing_their_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if os.environ.get("RELAY_TEST_STORE") == "postgres":
@@ -31,7 +33,16 @@ def test_sessions_survive_losing_their_node() -> None:
             text=True,
             timeout=420,
         )
-    assert done.returncode == 0, done.stderr[-4000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode in (0, 1) and lines, done.stderr[-4000:]  # 1 with figures: judged below
+    figures = json.loads(lines[-1])
+    figures["store"] = os.environ.get("RELAY_TEST_STORE", "sqlite")
+    path = tmp_path_factory.getbasetemp() / "multinode-figures.json"
+    path.write_text(json.dumps(figures, indent=2))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # past the output capture: shown on every run, not only with -s
+        print(f"\nmultinode figures ({path}):\n{json.dumps(figures, indent=2)}")
     assert figures["on_removed_node"] >= 1
-    assert figures["reactivated_elsewhere"] == figures["on_removed_node"] and figures["lost_turns"] == 0
+    assert figures["reactivated_elsewhere"] == figures["on_removed_node"]
+    assert figures["lost_turns"] == 0 and figures["double_activations"] == 0
+    assert done.returncode == 0
