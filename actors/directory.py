@@ -312,15 +312,19 @@ class SessionDirectory:
 
     async def _prune_dead(self) -> None:
         async def alive(actor: ActorHandle) -> bool:
+            # Only Ray's word makes an actor dead. One that is merely slow (a busy host, a loaded machine) stays:
+            # dropping it would leak its process and let its sessions be activated a second time elsewhere.
             try:
                 await asyncio.wait_for(actor.hosted.remote(), timeout=5.0)
-            except (ray.exceptions.RayActorError, TimeoutError):
+            except ray.exceptions.RayActorError:
                 return False
+            except TimeoutError:
+                log.warning("a session actor did not answer a liveness probe in 5 s; kept")
             return True
 
         hosts = list(self.hosts)
         pooled = [actor for actor, _ in self.pool]
-        # One round for all: an actor on a lost node answers only by the timeout, so two rounds took twice as long.
+        # One round for all: a probe can wait out its timeout, and two rounds would wait twice.
         checks = await asyncio.gather(*(alive(h.actor) for h in hosts), *map(alive, pooled))
         for host, ok in zip(hosts, checks[: len(hosts)], strict=True):
             if not ok:

@@ -66,12 +66,12 @@ async def scenario(cluster: Cluster, url: str, store_url: str) -> dict[str, Any]
         for turn in range(2):
             await asyncio.gather(*(send(http, user, sid, f"{sid} turn {turn}") for sid, user in owners.items()))
 
-        async def node_of(sid: str) -> str:
+        async def node_of(sid: str) -> str | None:
             actor = await directory.locate.remote(sid)
-            return str(await actor.node_id.remote())
+            return str(await actor.node_id.remote()) if actor is not None else None
 
         before = {sid: await node_of(sid) for sid in owners}
-        victim_id = max(set(before.values()), key=list(before.values()).count)
+        victim_id = max({node for node in before.values() if node}, key=list(before.values()).count)
         victim = next(node for node in cluster.worker_nodes if node.node_id == victim_id)
         doomed = [sid for sid, node in before.items() if node == victim_id]
         cluster.remove_node(victim)
@@ -88,6 +88,7 @@ async def scenario(cluster: Cluster, url: str, store_url: str) -> dict[str, Any]
         took = dict(zip(owners, (elapsed for _, elapsed in results), strict=True))
         after = {sid: await node_of(sid) for sid in owners}
         activations = await directory.activations.remote(list(owners))
+        stats = await directory.stats.remote()
 
     store = open_store(store_url)
     lost = 0
@@ -101,9 +102,11 @@ async def scenario(cluster: Cluster, url: str, store_url: str) -> dict[str, Any]
         "sessions": SESSIONS,
         "nodes": 3,
         "on_removed_node": len(doomed),
-        "reactivated_elsewhere": sum(after[sid] != victim_id for sid in doomed),
+        "reactivated_elsewhere": sum(after[sid] not in (victim_id, None) for sid in doomed),
+        "not_live_after_third_turn": sum(node is None for node in after.values()),
         "lost_turns": lost,
         "double_activations": sum(max(0, n - 1) for n in activations.values()),
+        "passivations": stats["passivations"],
         "third_turn_all_sessions_s": round(recovery_s, 2),
         "third_turn_moved_sessions_max_s": round(max(took[sid] for sid in doomed), 2) if doomed else None,
         "third_turn_other_sessions_max_s": round(max((took[s] for s in owners if s not in doomed), default=0.0), 2),
@@ -131,7 +134,7 @@ def main() -> int:
         ray.shutdown()
         cluster.shutdown()
     print(json.dumps(figures))
-    whole = figures["lost_turns"] == 0 and figures["double_activations"] == 0
+    whole = figures["lost_turns"] == figures["double_activations"] == figures["not_live_after_third_turn"] == 0
     return 0 if whole and figures["reactivated_elsewhere"] == figures["on_removed_node"] else 1
 
 
