@@ -349,12 +349,13 @@ class Ingress:
         try:
             body = parse_body(MessagesBody, await read_json(request))
             provider, model = await self._resolve(body.model, None)
+            sent = body.model_dump(exclude_unset=True)
             chat = ChatRequest(
                 provider=provider.provider_id,
                 model=model,
                 pool_app=provider.pool_app,
-                messages=normalize_messages(from_anthropic_messages(body.system, body.messages), self.media),
-                params=from_anthropic_params(body.model_dump()),
+                messages=normalize_messages(from_anthropic_messages(sent.get("system"), sent["messages"]), self.media),
+                params=from_anthropic_params(sent),
                 user=(body.metadata or {}).get("user_id"),
             )
             adapter_class(provider).check_features(provider, chat)

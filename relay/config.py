@@ -73,6 +73,9 @@ class ProviderConfig(BaseModel):
     default_headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=512, ge=1)
     num_replicas: int = Field(default=1, ge=1)
+    # Serve's autoscaling_config for this pool (min_replicas, max_replicas, target_ongoing_requests, ...);
+    # it replaces num_replicas. None: RelaySettings.pool_autoscaling, and without that num_replicas.
+    autoscaling_config: dict[str, Any] | None = None
     max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
     # The Serve application hosting this provider's pool; set at deploy or registration time.
@@ -129,6 +132,8 @@ class RelaySettings(BaseModel):
     coalesce_base_s: float = 0.02
     coalesce_per_window: float = 10.0
     ingress_replicas: int = 1
+    # Serve's autoscaling_config for each configured pool that sets none of its own.
+    pool_autoscaling: dict[str, Any] | None = None
 
     def model_post_init(self, context: Any) -> None:
         if not self.providers:

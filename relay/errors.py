@@ -8,6 +8,7 @@
     ├── NotFound                    404 not_found_error
     ├── Conflict                    409 conflict_error
     ├── PayloadTooLarge             413 request_too_large
+    ├── UnsupportedMediaType        415 invalid_request_error
     ├── Unprocessable               422 unprocessable_entity_error
     ├── RateLimited                 429 rate_limit_error
     ├── ProviderError               502 provider_error
@@ -31,6 +32,7 @@ __all__ = [
     "NotFound",
     "Conflict",
     "PayloadTooLarge",
+    "UnsupportedMediaType",
     "Unprocessable",
     "RateLimited",
     "ProviderError",
@@ -118,6 +120,11 @@ class PayloadTooLarge(RelayError):
     error_type = "request_too_large"
 
 
+class UnsupportedMediaType(RelayError):
+    status_code = 415
+    error_type = "invalid_request_error"
+
+
 class Unprocessable(RelayError):
     status_code = 422
     error_type = "unprocessable_entity_error"
@@ -189,6 +196,7 @@ _BY_STATUS: dict[int, type[RelayError]] = {
     408: ProviderTimeout,
     409: Conflict,
     413: PayloadTooLarge,
+    415: UnsupportedMediaType,
     422: Unprocessable,
     429: RateLimited,
     503: Overloaded,

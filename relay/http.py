@@ -8,11 +8,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .errors import InvalidRequest, RelayError
+from .errors import InvalidRequest, PayloadTooLarge, RelayError, UnsupportedMediaType
 
-__all__ = ["USER_HEADER", "error_response", "read_json", "int_param", "caller"]
+__all__ = ["USER_HEADER", "MAX_BODY_BYTES", "error_response", "read_json", "int_param", "caller"]
 
 USER_HEADER = "X-User-Id"
+# A body carries at most a few inline media files (relay.media reads up to 20 MiB each, base64 adds a third).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+# SQLite and PostgreSQL integers are 64-bit: a larger query value would fail in the store, not here.
+_MAX_INT = 2**63 - 1
 
 
 def error_response(error: RelayError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -23,13 +27,30 @@ def error_response(error: RelayError, headers: dict[str, str] | None = None) -> 
 
 
 async def read_json(request: Request) -> Any:
-    body = await request.body()
+    """The JSON body: refused unless declared as JSON (a missing Content-Type is taken as JSON), and capped."""
+    media_type = (request.headers.get("content-type") or "application/json").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type!r} is not accepted; send the body as application/json", param="Content-Type"
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_large()
     if not body:
         raise InvalidRequest("The request body is empty; send a JSON object")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"Malformed JSON body: {exc}") from None
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes", param="body")
 
 
 def int_param(request: Request, name: str, low: int, high: int | None) -> int | None:
@@ -40,8 +61,8 @@ def int_param(request: Request, name: str, low: int, high: int | None) -> int | 
         value = int(raw)
     except ValueError:
         raise InvalidRequest(f"'{name}' must be an integer", param=name) from None
-    if value < low or (high is not None and value > high):
-        raise InvalidRequest(f"'{name}' must be between {low} and {high or 'any'}", param=name)
+    if value < low or value > (high or _MAX_INT):
+        raise InvalidRequest(f"'{name}' must be between {low} and {high or _MAX_INT}", param=name)
     return value
 
 

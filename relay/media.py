@@ -66,9 +66,12 @@ def parse_data_uri(uri: str, param: str) -> DataURI:
     if not sep or not header.startswith("data:") or not header.endswith(";base64"):
         raise InvalidRequest("Expected a data URI of the form data:<media type>;base64,<data>", param=param)
     try:
-        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
+        # All of it: a provider would refuse a payload that goes bad past its start, after the turn was stored.
+        decoded = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
     except binascii.Error:
         raise InvalidRequest("The data URI's payload is not valid base64", param=param) from None
+    if not decoded:
+        raise InvalidRequest("The data URI's payload is empty", param=param)
     return DataURI(header[5:-7] or "application/octet-stream", data)
 
 

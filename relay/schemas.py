@@ -6,9 +6,9 @@ Validation errors become an ``InvalidRequest`` naming the field, e.g.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import ProviderConfig
 from .errors import InvalidRequest
@@ -23,6 +23,8 @@ __all__ = [
     "StreamingChatBody",
     "RegisterProviderBody",
     "MessagesBody",
+    "AnthropicBlock",
+    "AnthropicMessage",
     "parse_body",
     "validation_error",
     "to_chat_request",
@@ -47,6 +49,23 @@ PASSTHROUGH = (
     "top_k",
     "thinking",
 )
+# Chat Completions fields that Relay knows and does not forward; any other unknown field is a 400.
+OPENAI_IGNORED = (
+    "logprobs",
+    "top_logprobs",
+    "store",
+    "metadata",
+    "service_tier",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "prompt_cache_key",
+    "safety_identifier",
+    "verbosity",
+)
+# Far above any model's output limit, and still a 64-bit integer for every SDK and store.
+MAX_TOKENS = 1_000_000
 
 
 class ChatMessage(BaseModel):
@@ -69,9 +88,11 @@ class ChatMessage(BaseModel):
 
 class _ChatBase(BaseModel):
     model_config = ConfigDict(extra="allow")
+    # Undeclared top-level fields this route takes (the passthrough parameters); any other is refused.
+    accepted_extra: ClassVar[frozenset[str]] = frozenset(PASSTHROUGH)
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     user: str | None = None
     provider_options: dict[str, Any] = Field(default_factory=dict)
@@ -104,6 +125,7 @@ class _ChatBase(BaseModel):
 class ChatCompletionBody(_ChatBase):
     """``POST /v1/chat/completions``, as the OpenAI SDK sends it."""
 
+    accepted_extra = frozenset((*PASSTHROUGH, *OPENAI_IGNORED))
     model: str
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -142,16 +164,74 @@ class StreamingChatBody(_ChatBase):
         )
 
 
-class MessagesBody(BaseModel):
-    """``POST /v1/messages``, as the Anthropic SDK sends it; the rest is read by ``relay.wire.anthropic``."""
+class AnthropicBlock(BaseModel):
+    """One content block; the fields each type needs are checked here, the rest is read by ``relay.wire``."""
 
     model_config = ConfigDict(extra="allow")
+    _NEEDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "text": ("text",),
+        "tool_use": ("id", "name"),
+        "tool_result": ("tool_use_id",),
+        "thinking": ("thinking",),
+    }
+    type: str
+    text: str = ""
+    id: str = ""
+    name: str = ""
+    tool_use_id: str = ""
+    thinking: str = ""
+    title: str | None = None
+    source: dict[str, Any] | None = None
+    content: str | list[AnthropicBlock] | None = None
+
+    @model_validator(mode="after")
+    def _has_what_its_type_needs(self) -> Self:
+        for field in self._NEEDS.get(self.type, ()):
+            if field not in self.model_fields_set:
+                raise ValueError(f"a {self.type} block needs '{field}'")
+        return self
+
+
+class AnthropicMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["user", "assistant"]
+    content: str | list[AnthropicBlock]
+
+
+class AnthropicTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class AnthropicToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["auto", "any", "none", "tool"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
+class MessagesBody(BaseModel):
+    """``POST /v1/messages``, as the Anthropic SDK sends it; the rest is read by ``relay.wire.anthropic``.
+
+    Read it through ``model_dump(exclude_unset=True)``: blocks then carry only what the caller sent.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    accepted_extra: ClassVar[frozenset[str]] = frozenset(("thinking", "service_tier"))
     model: str
-    max_tokens: int = Field(ge=1)
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    system: str | list[dict[str, Any]] | None = None
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[AnthropicBlock] | None = None
     stream: bool = False
     metadata: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stop_sequences: list[str] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
 
 
 class RegisterProviderBody(BaseModel):
@@ -210,9 +290,14 @@ def parse_body(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object", param=None)
     try:
-        return model.model_validate(data)
+        body = model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    accepted: frozenset[str] = getattr(model, "accepted_extra", frozenset())
+    unknown = next((key for key in body.model_extra or () if key not in accepted), None)
+    if unknown is not None:
+        raise InvalidRequest(f"Unknown field '{unknown}'", param=unknown)
+    return body
 
 
 def to_chat_request(body: _ChatBase, *, provider: str, model: str | None, media: MediaPolicy) -> ChatRequest:
