@@ -34,7 +34,8 @@ from relay.providers.runtime import ProviderRuntime
 from relay.reply import Reply
 from relay.request import ChatRequest
 from tests.cases import WEATHER_TOOL, adapter_events, user_request
-from tests.fakes.openai_upstream import MISSING_KEY, FakeOpenAI, FlakyFront, ServerThread
+from tests.fakes.flaky_front import FlakyFront
+from tests.fakes.openai_upstream import MISSING_KEY, FakeOpenAI, ServerThread
 
 KEY = "sk-proj-relaytest0123456789abcd"
 

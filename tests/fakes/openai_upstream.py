@@ -37,7 +37,7 @@ The ``model`` picks a script, streamed (``stream: true``) or as one completion:
 - ``fake-vllm-error``: 400 whose error ``code`` is the integer 400, as vLLM sends.
 - ``fake-flaky-<N>``: per (model, last user text), the first N requests get
   429 (``retry-after: 1``, ``retry-after-ms: 20``); later ones act as ``fake``.
-  ``FlakyFront`` fails connections instead, before any byte of a response.
+  ``tests.fakes.flaky_front.FlakyFront`` fails connections instead, before any byte.
 - ``fake-unavailable-flaky-<N>``: the same with 503 ``server_error``.
 - ``fake-midstream-error``: a text chunk, then an ``error`` key in a data chunk.
 - ``fake-drop``: three text chunks, then the connection is cut without
@@ -56,7 +56,6 @@ import contextlib
 import logging
 import re
 import socket
-import struct
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -559,63 +558,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class FlakyFront:
-    """A TCP front on 127.0.0.1 that resets its first ``resets`` connections before a byte, then forwards to ``port``.
-
-    What a restarting upstream or a load balancer does: the SDK sees a connection error, not an HTTP status.
-    """
-
-    def __init__(self, port: int, resets: int) -> None:
-        self.target = port
-        self.resets = resets
-        self.accepted = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            if self.accepted <= self.resets:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
-                conn.close()
-                continue
-            threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
-
-    def _forward(self, conn: socket.socket) -> None:
-        with conn, socket.create_connection(("127.0.0.1", self.target)) as upstream:
-            inbound = threading.Thread(target=_pipe, args=(conn, upstream), daemon=True)
-            inbound.start()
-            _pipe(upstream, conn)
-            inbound.join()
-
-    def __enter__(self) -> FlakyFront:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        self.sock.close()
-        self.thread.join(timeout=10)
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
 
 
 class ServerThread:
