@@ -1,0 +1,258 @@
+"""``relay eval`` on the shared Ray cluster: cells through the provider pools, 429 storms, resume, the cost
+ceiling, the cluster-wide rate limiter, and the command line as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import ray
+import yaml
+from ray import serve
+
+from actors.evaluation import ClusterLimiter, aevaluate, ensure_pools, rate_limiter
+from actors.names import pool_name
+from relay.config import ProviderConfig, RelaySettings
+from relay.evaluation import CostCeilingExceeded, EvalOptions, Price, PriceTable, ResultStore
+from tests.integration.conftest import ROOT, Relay
+
+pytestmark = pytest.mark.integration
+
+FREE = PriceTable({"echo": Price(0, 0), "fake": Price(0, 0), "fake-claude": Price(0, 0)})
+# Fast retries and a breaker that stays closed: the tests count every upstream request.
+RETRIES = {"max_retries": 5, "retry_base_s": 0.01, "retry_max_s": 0.05, "breaker_threshold": 1000}
+
+
+@pytest.fixture(scope="module")
+def settings(relay: Relay) -> Iterator[RelaySettings]:
+    """Three pools of the evaluation's own, each a Serve app beside the relay app, deployed once."""
+    configs = [
+        ProviderConfig(provider_id="ev-echo", provider_type="echo", model="echo", options={"ttft_ms": 5}),
+        ProviderConfig(
+            provider_id="ev-oa", provider_type="openai_compatible", model="fake", base_url=relay.upstream_url, **RETRIES
+        ),
+        ProviderConfig(
+            provider_id="ev-claude",
+            provider_type="anthropic",
+            model="fake-claude",
+            base_url=relay.anthropic_url,
+            api_key_env="RELAY_TEST_ANTHROPIC_KEY",
+            **RETRIES,
+        ),
+    ]
+    settings = RelaySettings(providers=configs)
+    _, deployed = ensure_pools([c.provider_id for c in configs], configs, settings)
+    yield settings
+    for app in deployed:
+        serve.delete(app)
+
+
+@pytest.fixture
+def fakes(relay: Relay) -> Relay:
+    relay.upstream.reset()
+    relay.anthropic.reset()
+    return relay
+
+
+def rows(count: int, prefix: str = "row") -> list[dict[str, Any]]:
+    return [{"id": f"{prefix}{i}", "prompt": f"{prefix} {i} mentions Paris", "expected": "Paris"} for i in range(count)]
+
+
+def user_texts(requests: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for request in requests:
+        content = request["body"]["messages"][-1]["content"]
+        out.append(content if isinstance(content, str) else " ".join(p.get("text", "") for p in content))
+    return out
+
+
+async def pool_requests(provider: str) -> int:
+    app = {"ev-echo": "relay-provider-ev-echo", "ev-oa": "relay-provider-ev-oa"}[provider]
+    stats = await serve.get_deployment_handle(pool_name(provider), app_name=app).stats.remote()
+    return int(stats["requests"])
+
+
+async def test_cells_run_through_the_pools_on_echo_openai_and_anthropic(
+    settings: RelaySettings, fakes: Relay, tmp_path: Path
+) -> None:
+    before = await pool_requests("ev-oa")
+    dataset = [*rows(5), {"id": "odd", "prompt": "no capital here", "expected": "Paris"}]
+    result = await aevaluate(
+        dataset,
+        "ev-echo,ev-oa,ev-claude",
+        settings=settings,
+        scorers=["contains", r"regex:\d"],
+        options=EvalOptions(repeat=2, concurrency=4, fail_under=1.0),
+        out=tmp_path,
+        prices=FREE,
+    )
+    assert result.called == 36 and all(r["status"] == "ok" for r in result.records)
+    assert len(fakes.upstream.requests) == 12 and len(fakes.anthropic.requests) == 12
+    assert await pool_requests("ev-oa") - before == 12  # the cells went through the pool, not a session
+    claude = next(r for r in result.records if r["label"] == "ev-claude" and r["row_id"] == "row1")
+    assert claude["output"] == "row 1 mentions Paris" and claude["finish_reason"] == "stop"
+    assert claude["input_tokens"] == 11 and claude["ttft_ms"] is not None and claude["latency_ms"] > 0
+    assert [round(s.pass_rate, 3) for s in result.summaries] == [round(10 / 12, 3)] * 3
+    assert result.exit_code == 1 and [s.label for s in result.failing] == ["ev-echo", "ev-oa", "ev-claude"]
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="chart-latency"' in html and 'data-row="odd"' in html
+
+
+async def test_a_429_storm_is_ridden_out_on_both_wire_formats(
+    settings: RelaySettings, fakes: Relay, tmp_path: Path
+) -> None:
+    result = await aevaluate(
+        rows(6, "storm"),
+        "ev-oa/fake-flaky-3,ev-claude/fake-flaky-3",
+        settings=settings,
+        options=EvalOptions(concurrency=6),
+        out=tmp_path,
+        prices=FREE,
+    )
+    assert [r["error"] for r in result.records if r["error"]] == []
+    # three 429s (Retry-After 20 ms) then the answer, for each of the 6 cells of each provider
+    assert len(fakes.upstream.requests) == 4 * 6 and len(fakes.anthropic.requests) == 4 * 6
+
+
+async def test_a_stopped_run_resumes_and_calls_no_finished_cell_again(
+    settings: RelaySettings, fakes: Relay, tmp_path: Path
+) -> None:
+    dataset = rows(16, "resume")
+    finished = asyncio.Event()
+    done: list[str] = []
+
+    def on_cell(record: dict[str, Any]) -> None:
+        done.append(record["row_id"])
+        if len(done) == 6:
+            finished.set()
+
+    run = asyncio.create_task(
+        aevaluate(
+            dataset,
+            "ev-oa",
+            settings=settings,
+            options=EvalOptions(concurrency=2),
+            out=tmp_path,
+            prices=FREE,
+            on_cell=on_cell,
+        )
+    )
+    await asyncio.wait_for(finished.wait(), 120)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    completed = {key[0] for key in ResultStore(f"sqlite:///{tmp_path / 'cells.db'}").records()}
+    assert 6 <= len(completed) < 16
+
+    resumed = await aevaluate(dataset, "ev-oa", settings=settings, out=tmp_path, prices=FREE)
+    assert resumed.reused == len(completed) and resumed.called == 16 - len(completed)
+    calls = user_texts(fakes.upstream.requests)
+    for row_id in completed:
+        assert calls.count(f"resume {row_id.removeprefix('resume')} mentions Paris") == 1, row_id
+    assert sorted(r["row_id"] for r in resumed.records) == sorted(r["id"] for r in dataset)
+    assert all(r["status"] == "ok" for r in resumed.records)
+
+
+async def test_retry_errors_reruns_only_the_failed_cells(settings: RelaySettings, fakes: Relay, tmp_path: Path) -> None:
+    dataset = rows(4, "flaky")
+    run = {"settings": settings, "out": tmp_path, "prices": FREE}
+    first = await aevaluate(dataset, "ev-oa,ev-oa/fake-flaky-7", **run)  # type: ignore[arg-type]
+    assert [s.errors for s in first.summaries] == [0, 4]
+    failed = next(r for r in first.records if r["status"] == "error")
+    assert failed["error"]["error_type"] == "rate_limit_error" and failed["error"]["status_code"] == 429
+    assert len(fakes.upstream.requests) == 4 + 6 * 4  # six attempts per failing cell: 1 + max_retries
+
+    fakes.upstream.requests.clear()  # the flaky counts stay: each cell has had six 429s
+    retried = await aevaluate(dataset, "ev-oa,ev-oa/fake-flaky-7", options=EvalOptions(retry_errors=True), **run)  # type: ignore[arg-type]
+    assert retried.called == 4 and [s.errors for s in retried.summaries] == [0, 0]
+    assert {r["body"]["model"] for r in fakes.upstream.requests} == {"fake-flaky-7"}
+    assert len(fakes.upstream.requests) == 2 * 4  # the seventh 429, then the answer
+
+
+async def test_the_cost_ceiling_refuses_before_any_call(settings: RelaySettings, fakes: Relay, tmp_path: Path) -> None:
+    prices = PriceTable({"fake": Price(input=5.0, output=15.0)})
+    with pytest.raises(CostCeilingExceeded, match=r"exceeds --max-cost \$0\.0010"):
+        await aevaluate(
+            rows(10),
+            "ev-oa",
+            settings=settings,
+            options=EvalOptions(max_cost=0.001, params={"max_tokens": 100}),
+            out=tmp_path,
+            prices=prices,
+        )
+    assert fakes.upstream.requests == []
+    assert ResultStore(f"sqlite:///{tmp_path / 'cells.db'}").records() == {}
+
+
+@ray.remote(num_cpus=0)
+def reserve_elsewhere(provider: str) -> float:
+    """A reservation from another process, as a second driver or a worker on another node would make."""
+    return float(ray.get(rate_limiter().reserve.remote(provider, 0)))
+
+
+async def test_the_rate_limiter_is_one_actor_for_the_cluster() -> None:
+    limiter = ClusterLimiter()
+    # A bucket of one request, refilled once every 1,000 s: what elapses while a worker starts hardly counts.
+    await limiter.configure("ev-shared", rpm=0.06, tpm=None)
+    assert await limiter.reserve("ev-shared", 0) == 0.0
+    elsewhere = await reserve_elsewhere.remote("ev-shared")
+    assert elsewhere == pytest.approx(1000.0, abs=60)
+    assert await limiter.reserve("ev-shared", 0) == pytest.approx(2000.0, abs=60)
+    snapshot = await rate_limiter().snapshot.remote()
+    assert snapshot["ev-shared"]["granted"] == 3 and snapshot["ev-shared"]["rpm"] == 0.06
+    await limiter.configure("ev-shared", rpm=None, tpm=None)
+
+
+def relay_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", "eval", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_relay_eval_on_the_running_cluster(settings: RelaySettings, fakes: Relay, tmp_path: Path) -> None:
+    providers = [p.model_dump(mode="json", exclude_defaults=True) for p in settings.providers]
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"applications": [{"name": "relay", "args": {"providers": providers}}]}))
+    dataset = tmp_path / "capitals.jsonl"
+    dataset.write_bytes(b"\n".join(orjson.dumps(row) for row in [*rows(3, "cli"), {"prompt": "x", "expected": "y"}]))
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        yaml.safe_dump({"prices": {"echo": {"input": 0, "output": 0}, "fake": {"input": 1, "output": 1}}})
+    )
+    common = ["--providers", "ev-echo,ev-oa", "--config", str(config), "--prices", str(prices)]
+    address = ray.get_runtime_context().gcs_address
+    out = tmp_path / "out"
+    run = [str(dataset), *common, "--out", str(out), "--address", address, "--scorer", "contains", "--no-progress"]
+
+    refused = relay_eval(*run, "--max-cost", "0.000001", "--max-tokens", "50", cwd=ROOT)
+    assert refused.returncode == 3 and "refusing to start" in refused.stderr and fakes.upstream.requests == []
+
+    done = relay_eval(*run, "--fail-under", "90%", cwd=ROOT)
+    assert done.returncode == 1, done.stderr[-3000:]  # 3 of 4 rows pass: 75 % < 90 %
+    assert "8 cells called, 0 reused" in done.stdout and "FAIL: ev-oa passed 75.0% < 90.0%" in done.stderr
+    table = done.stdout.splitlines()
+    assert table[0].split()[:3] == ["provider", "cells", "errors"] and table[2].split()[:4] == [
+        "ev-echo",
+        "4",
+        "0",
+        "75.0%",
+    ]
+    assert len(fakes.upstream.requests) == 4 and (out / "report.html").is_file() and (out / "cells.csv").is_file()
+
+    again = relay_eval(*run, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 cells called, 8 reused" in again.stdout and len(fakes.upstream.requests) == 4
+
+    unknown = relay_eval(str(dataset), "--providers", "nope", "--config", str(config), cwd=ROOT)
+    assert unknown.returncode == 2 and "unknown provider 'nope'" in unknown.stderr
