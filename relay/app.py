@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .backend import Backend, Turn
 from .config import ProviderConfig
+from .detached import DetachedRun
 from .encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, encode_text, openai_completion
 from .errors import (
     AuthenticationFailed,
@@ -32,14 +33,14 @@ from .errors import (
     as_relay_error,
     from_event,
 )
-from .http import USER_HEADER, caller, error_response, int_param, read_json
+from .http import USER_HEADER, caller, error_response, read_json
 from .media import MediaPolicy, normalize_messages
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
 from .playground import playground_routes
 from .providers import adapter_class
 from .reply import Reply
 from .request import ChatRequest, Target
-from .runlog import RunNotLive
+from .runlog import Cursor, RunNotLive
 from .schemas import (
     ChatCompletionBody,
     MessagesBody,
@@ -262,58 +263,43 @@ class Ingress:
             return JSONResponse(finish, status_code=status, headers=headers)
         batches = apply_mode(_chain(first, turn), generator)
         if body.resumable:
-            return _stream_response(self._detached(batches, turn), _noop, body.stream_format, headers)
+            return _stream_response(self.detach(batches, turn.close).events(), _noop, body.stream_format, headers)
         return _stream_response(batches, turn.close, body.stream_format, headers)
 
-    def _detached(
-        self, batches: AsyncIterator[list[dict[str, Any]]], turn: Turn
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """For a resumable run: a task of its own consumes the run, so a dropped caller cannot cancel it."""
-        queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue()
+    def detach(self, batches: AsyncIterator[list[dict[str, Any]]], close: Callable[[], Awaitable[None]]) -> DetachedRun:
+        """A resumable run, consumed by a task of its own so that a dropped caller cannot cancel it."""
+        run = DetachedRun(batches, close)
+        self.draining.add(run.task)
+        run.task.add_done_callback(self.draining.discard)
+        return run
 
-        async def pump() -> None:
-            try:
-                async for batch in batches:
-                    queue.put_nowait(batch)
-            finally:
-                queue.put_nowait(None)
-                await turn.close()
-
-        task = asyncio.create_task(pump())
-        self.draining.add(task)
-        task.add_done_callback(self.draining.discard)
-
-        async def read() -> AsyncIterator[list[dict[str, Any]]]:
-            while (batch := await queue.get()) is not None:
-                yield batch
-
-        return read()
-
-    async def run_events(self, run_id: str, user_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
-        """A run's events after ``after``: the live tail while it streams, else replayed from the store."""
+    async def run_events(self, run_id: str, user_id: str, cursor: Cursor) -> AsyncIterator[list[dict[str, Any]]]:
+        """A run's events after ``cursor``: the live tail while it streams, else replayed from the store."""
         run = self.backend.store.get_run(run_id)
         if run is None or (self.backend.store.get_session(run["session_id"]) or {}).get("user_id") != user_id:
             raise NotFound(f"Run '{run_id}' not found", param="run_id")
         if run["status"] == "running":
             try:
-                return await self.backend.tail(run["session_id"], run_id, after)
+                return cursor.skip_seen(await self.backend.tail(run["session_id"], run_id, cursor.event))
             except RunNotLive:
                 pass
-        replay = self.backend.store.run_events(run_id, after)
+        replay = self.backend.store.run_events(run_id, cursor.event)
 
         async def once() -> AsyncIterator[list[dict[str, Any]]]:
             if replay:
                 yield replay
 
-        return once()
+        return cursor.skip_seen(once())
 
     async def resume(self, request: Request) -> Response:
         """``Last-Event-ID`` (or ``?after=``): the events the caller missed, then the live tail."""
         header = request.headers.get("last-event-id")
-        if header is not None and not header.isdigit():
-            raise InvalidRequest("Last-Event-ID must be an event id from this run", param="Last-Event-ID")
-        after = int(header) if header is not None else (int_param(request, "after", 0, None) or 0)
-        batches = await self.run_events(request.path_params["run_id"], caller(request), after)
+        param, value = ("Last-Event-ID", header) if header is not None else ("after", request.query_params.get("after"))
+        try:
+            cursor = Cursor.parse(value or 0)
+        except ValueError:
+            raise InvalidRequest(f"{param} must be an event id from this run", param=param) from None
+        batches = await self.run_events(request.path_params["run_id"], caller(request), cursor)
 
         return StreamingResponse(
             _encode(batches, _noop, encode_sse), media_type="text/event-stream", headers=SSE_HEADERS

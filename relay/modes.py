@@ -11,6 +11,12 @@ event tagged with its provider. Custom modes join through ``register_mode``:
     async def shout(batches, config):
         async for batch in batches:
             yield [e | {"content": e["content"].upper()} if e["type"] == "text-delta" else e for e in batch]
+
+Every mode keeps each delivered ``id`` a valid resume cursor (``runlog.Cursor``):
+a client that resumes after the last id it saw gets exactly what it missed.
+Merged text carries the id of the last event merged; a chunk that ends inside
+an event carries ``"N:k"`` (k characters into event N). Queues between a
+producer and a slow reader hold at most ``QUEUED_BATCHES``: the producer waits.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "GeneratorMode",
     "GeneratorConfig",
     "GENERATOR_MODES",
+    "QUEUED_BATCHES",
     "register_mode",
     "apply_mode",
     "check_mode",
@@ -38,6 +45,7 @@ Batch = list[dict[str, Any]]
 Batches = AsyncIterator[Batch]
 Mode = Callable[[Batches, "GeneratorConfig"], Batches]
 PRIORITY_TYPES = frozenset({"error", "status", "tool-call-start", "tool-call-delta", "tool-call-end"})
+QUEUED_BATCHES = 32  # per queue: a slow reader holds its producer back instead of growing memory
 
 
 class GeneratorMode(StrEnum):
@@ -91,11 +99,18 @@ async def standard(batches: Batches, config: GeneratorConfig) -> Batches:
         yield batch
 
 
+def _text(content: str, cursor: int | str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "text-delta", "content": content}
+    if cursor is not None:
+        event["id"] = cursor
+    return event
+
+
 class _Pump:
     """Reads a stream from a task, so the reader can wait with a timeout without cancelling the stream itself."""
 
     def __init__(self, batches: Batches) -> None:
-        self.queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(QUEUED_BATCHES)
         self.task = asyncio.create_task(self._pump(batches))
 
     async def _pump(self, batches: Batches) -> None:
@@ -132,6 +147,7 @@ async def buffered(batches: Batches, config: GeneratorConfig) -> Batches:
     """Text is held until ``buffer_size`` bytes or ``flush_interval`` seconds; other events flush it first."""
     text: list[str] = []
     size = 0
+    cursor: int | str | None = None
     loop = asyncio.get_running_loop()
     deadline: float | None = None
     pump = _Pump(batches)
@@ -147,14 +163,15 @@ async def buffered(batches: Batches, config: GeneratorConfig) -> Batches:
                 if event["type"] == "text-delta":
                     text.append(event["content"])
                     size += len(event["content"].encode())
+                    cursor = event.get("id")
                     deadline = deadline or loop.time() + config.flush_interval
                     continue
                 if text:
-                    out.append({"type": "text-delta", "content": "".join(text)})
+                    out.append(_text("".join(text), cursor))
                     text, size, deadline = [], 0, None
                 out.append(event)
             if text and (batch is None or size >= config.buffer_size or loop.time() >= (deadline or 0)):
-                out.append({"type": "text-delta", "content": "".join(text)})
+                out.append(_text("".join(text), cursor))
                 text, size, deadline = [], 0, None
             if out:
                 yield out
@@ -164,41 +181,100 @@ async def buffered(batches: Batches, config: GeneratorConfig) -> Batches:
         await pump.aclose()
 
 
+class _Cutter:
+    """Text events re-cut to a fixed size; each piece's ``id`` says how far into the run it reaches."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pending: list[tuple[dict[str, Any], int]] = []  # (event, characters of it already cut)
+        self.length = 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.pending.append((event, 0))
+        self.length += len(event["content"])
+
+    def pieces(self, flush: bool = False) -> Batch:
+        out = []
+        while self.length >= self.size or (flush and self.pending):
+            out.append(self._cut(min(self.size, self.length)))
+        return out
+
+    def _cut(self, wanted: int) -> dict[str, Any]:
+        parts: list[str] = []
+        cursor: int | str | None = None
+        while self.pending and (wanted or not self.pending[0][0]["content"]):
+            event, used = self.pending[0]
+            content = event["content"]
+            take = min(wanted, len(content) - used)
+            parts.append(content[used : used + take])
+            used += take
+            wanted -= take
+            if used == len(content):
+                self.pending.pop(0)
+                cursor = event.get("id")
+            else:
+                self.pending[0] = (event, used)
+                cursor = None if event.get("id") is None else f"{event['id']}:{used}"
+        piece = "".join(parts)
+        self.length -= len(piece)
+        return _text(piece, cursor)
+
+
 @register_mode(GeneratorMode.CHUNKED)
 async def chunked(batches: Batches, config: GeneratorConfig) -> Batches:
-    pending = ""
+    cutter = _Cutter(config.chunk_size)
     async for batch in batches:
         out: Batch = []
         for event in batch:
             if event["type"] == "text-delta":
-                pending += event["content"]
-                while len(pending) >= config.chunk_size:
-                    out.append({"type": "text-delta", "content": pending[: config.chunk_size]})
-                    pending = pending[config.chunk_size :]
-                continue
-            if pending:
-                out.append({"type": "text-delta", "content": pending})
-                pending = ""
-            out.append(event)
+                cutter.add(event)
+                out += cutter.pieces()
+            else:
+                out += [*cutter.pieces(flush=True), event]
         if out:
             yield out
-    if pending:
-        yield [{"type": "text-delta", "content": pending}]
+    if rest := cutter.pieces(flush=True):
+        yield rest
+
+
+def _as_cursors(delivered: Batch, arrived: Batch) -> Batch:
+    """Ids of a reordered batch, rewritten so each is a resume cursor: every event up to it has been delivered.
+
+    An event that overtook others goes without an id until the ones it overtook arrive; the event that
+    completes the run then carries the highest id delivered. So a client that drops mid-batch and resumes
+    from its last id loses no text, though it may see an overtaking event a second time.
+    """
+    if delivered == arrived or any("id" not in event for event in arrived):
+        return delivered
+    position = {id(event): i for i, event in enumerate(arrived)}
+    seen = [False] * len(arrived)
+    complete = 0  # arrived[:complete] have all been delivered
+    out = []
+    for event in delivered:
+        seen[position[id(event)]] = True
+        before = complete
+        while complete < len(arrived) and seen[complete]:
+            complete += 1
+        stripped = {key: value for key, value in event.items() if key != "id"}
+        out.append(stripped | {"id": arrived[complete - 1]["id"]} if complete > before else stripped)
+    return out
 
 
 @register_mode(GeneratorMode.PRIORITY)
 async def priority(batches: Batches, config: GeneratorConfig) -> Batches:
-    """What a slow reader has waiting goes out at once: errors, tool calls and status first, ``finish`` last."""
+    """What a slow reader has waiting goes out at once, errors, tool calls and status first.
+
+    ``finish`` overtakes nothing: it is the stream's last event, so it stays after the text it closes.
+    """
     pump = _Pump(batches)
     try:
         while True:
             waiting = [await pump.get(), *pump.waiting()]
             events = [event for batch in waiting if batch is not None for event in batch]
             urgent = [e for e in events if e["type"] in PRIORITY_TYPES]
-            finishes = [e for e in events if e["type"] == "finish"]
-            rest = [e for e in events if e["type"] not in PRIORITY_TYPES and e["type"] != "finish"]
+            rest = [e for e in events if e["type"] not in PRIORITY_TYPES]
             if events:
-                yield urgent + rest + finishes
+                yield _as_cursors(urgent + rest, events)
             if None in waiting:
                 return
     finally:
@@ -207,7 +283,7 @@ async def priority(batches: Batches, config: GeneratorConfig) -> Batches:
 
 async def interleave(streams: dict[str, Batches]) -> Batches:
     """Several providers' streams merged as their batches arrive, every event tagged with its ``provider``."""
-    queue: asyncio.Queue[tuple[str, Batch | BaseException | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str, Batch | BaseException | None]] = asyncio.Queue(QUEUED_BATCHES)
 
     async def pump(provider: str, batches: Batches) -> None:
         try:
@@ -215,8 +291,8 @@ async def interleave(streams: dict[str, Batches]) -> Batches:
                 await queue.put((provider, batch))
         except Exception as exc:
             await queue.put((provider, exc))
-        finally:
-            await queue.put((provider, None))
+            return
+        await queue.put((provider, None))  # not in a finally: a cancelled pump must not wait on a full queue
 
     tasks = [asyncio.create_task(pump(provider, batches)) for provider, batches in streams.items()]
     open_streams = len(tasks)

@@ -3,19 +3,56 @@
 Every event of a run gets an increasing ``id`` (1, 2, …). The live log sits in
 the session (on its actor), so a reconnect through any ingress replica finds
 it; when the run ends the events are stored with it and replay from the store.
+
+A client resumes from a ``Cursor``: the last ``id`` it saw, ``N`` (every event up
+to N) or, from a ``chunked`` stream, ``N:k`` (k characters into event N's text).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RunLog", "RunNotLive"]
+__all__ = ["Cursor", "RunLog", "RunNotLive"]
+
+_CURSOR = re.compile(r"(\d{1,12})(?::(\d{1,12}))?")
 
 
 class RunNotLive(Exception):
     """The run is not streaming here (finished, or its session moved): replay it from the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far a client got: ``event`` whole events, then ``chars`` characters of the next one's text."""
+
+    event: int = 0
+    chars: int = 0
+
+    @classmethod
+    def parse(cls, value: str | int) -> Cursor:
+        """``N`` or ``N:k`` as an event id carries it; ``ValueError`` for anything else."""
+        match = _CURSOR.fullmatch(str(value))
+        if match is None or (match[2] is not None and int(match[1]) < 1):
+            raise ValueError(f"not an event id: {value!r}")
+        event, chars = int(match[1]), int(match[2] or 0)
+        return cls(event - 1, chars) if match[2] is not None else cls(event)
+
+    async def skip_seen(self, batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[list[dict[str, Any]]]:
+        """``batches`` (the events after ``event``) less the characters of the first one already seen."""
+        chars = self.chars
+        async for batch in batches:
+            if chars and batch:
+                first = batch[0]
+                if first["type"] == "text-delta":
+                    rest = first["content"][chars:]
+                    batch = ([first | {"content": rest}] if rest else []) + batch[1:]
+                chars = 0
+            if batch:
+                yield batch
 
 
 class RunLog:

@@ -7,12 +7,18 @@ Every message is ``{message_type, request_id, data}``. The client sends
 event_data}``), ``error`` and ``pong``. Outgoing messages pass through one
 bounded queue per connection: a slow reader holds its streams back instead of
 growing the server's memory.
+
+A run started here survives a dropped connection (unless its request said
+``resumable: false``) for ``RESUME_GRACE_S``: the client reconnects and sends
+``resume`` (``{run_id, after}``, ``after`` the last event id it saw) to get the
+rest. ``cancel`` stops a run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +26,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .detached import DetachedRun
 from .errors import InvalidRequest, RelayError, as_relay_error
 from .http import USER_HEADER
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
+from .runlog import Cursor
 from .schemas import StreamingChatBody, validation_error
 
 if TYPE_CHECKING:
@@ -56,17 +64,21 @@ class WebSocketManager:
 
     def __init__(self, ingress: Ingress) -> None:
         self.ingress = ingress
-        self.connections = 0
+        self.live: set[_Connection] = set()
         self.opened = 0
         self.received = 0
         self.sent = 0
 
     def get_statistics(self) -> dict[str, int]:
+        """Counters, and what waits in the connections' queues now: never more than ``outbox_limit`` each."""
         return {
-            "connections": self.connections,
+            "connections": len(self.live),
             "opened": self.opened,
             "messages_received": self.received,
             "messages_sent": self.sent,
+            "queued_messages": sum(connection.outbox.qsize() for connection in self.live),
+            "queued_events": sum(run.queued for connection in self.live for run in connection.runs.values()),
+            "outbox_limit": OUTBOX_SIZE,
         }
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -76,12 +88,13 @@ class WebSocketManager:
             await websocket.close(code=1008, reason="the user in the path is not the caller")
             return
         await websocket.accept()
-        self.connections += 1
         self.opened += 1
+        connection = _Connection(self, websocket, user_id, websocket.query_params.get("session_id"))
+        self.live.add(connection)
         try:
-            await _Connection(self, websocket, user_id, websocket.query_params.get("session_id")).run()
+            await connection.run()
         finally:
-            self.connections -= 1
+            self.live.discard(connection)
 
 
 class _Connection:
@@ -92,6 +105,8 @@ class _Connection:
         self.session_id = session_id
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
         self.requests: dict[str, asyncio.Task[None]] = {}
+        self.runs: dict[str, DetachedRun] = {}
+        self.dropped = False
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_all())
@@ -103,6 +118,7 @@ class _Connection:
         except WebSocketDisconnect:
             pass
         finally:
+            self.dropped = True  # from here on a request that ends leaves a resumable run going
             for task in self.requests.values():
                 task.cancel()
             await asyncio.gather(*self.requests.values(), return_exceptions=True)
@@ -146,9 +162,13 @@ class _Connection:
                 raise InvalidRequest("resume needs a request_id not already in flight", param="request_id")
             run_id = message.data.get("run_id")
             after = message.data.get("after", 0)
-            if not isinstance(run_id, str) or not isinstance(after, int) or after < 0:
-                raise InvalidRequest("resume needs data.run_id and a non-negative data.after", param="data.run_id")
-            batches = await self.manager.ingress.run_events(run_id, self.user_id, after)
+            if not isinstance(run_id, str):
+                raise InvalidRequest("resume needs data.run_id", param="data.run_id")
+            try:
+                cursor = Cursor.parse(after)
+            except ValueError:
+                raise InvalidRequest("data.after must be an event id from this run", param="data.after") from None
+            batches = await self.manager.ingress.run_events(run_id, self.user_id, cursor)
             self.requests[request_id] = asyncio.create_task(self._relay(request_id, batches))
             await self._put("ack", request_id, {"status": "resuming", "run_id": run_id, "after": after})
         elif kind == "cancel":
@@ -175,8 +195,12 @@ class _Connection:
 
     async def _chat(self, request_id: str, data: dict[str, Any]) -> None:
         closers: list[Any] = []
+        resumable = True
+        run: DetachedRun | None = None
         try:
             body = self._body(data)
+            # A socket drops more often than it is closed on purpose: its runs are resumable unless told otherwise.
+            resumable = body.resumable or "resumable" not in body.model_fields_set
             generator = body.generator()
             check_mode(generator)
             providers = body.provider_ids if generator.mode == GeneratorMode.INTERLEAVED else [body.provider_id]
@@ -188,15 +212,26 @@ class _Connection:
                 session_id = body.session_id or self.session_id
                 if len(providers) > 1 and session_id:
                     session_id = f"{session_id}.{provider_id}"
-                turn = await self.manager.ingress.backend.open_turn(
+                opening = self.manager.ingress.backend.open_turn(
                     session_id=session_id, user_id=self.user_id, request=chat
                 )
+                # Opened outside this connection's context, as for HTTP: Ray Serve's cancellation of the
+                # connection must not reach the run.
+                turn = await asyncio.create_task(opening, context=contextvars.Context())
                 closers.append(turn.close)
                 streams[provider_id or chat.provider] = turn.batches
                 await self._put("ack", request_id, {"status": "started", "session_id": turn.session_id})
             merged = interleave(streams) if len(streams) > 1 else next(iter(streams.values()))
-            await self._forward(request_id, apply_mode(merged, generator))
+            turns, closers = closers, []
+
+            async def close() -> None:
+                await asyncio.gather(*(closer() for closer in turns), return_exceptions=True)
+
+            run = self.runs[request_id] = self.manager.ingress.detach(apply_mode(merged, generator), close)
+            await self._forward(request_id, run.events())
         except asyncio.CancelledError:
+            if run is not None and not (self.dropped and resumable):
+                await run.stop()  # before the client hears of it, so that its stored run already says so
             finish = {"type": "finish", "reason": "cancelled"}
             with contextlib.suppress(asyncio.QueueFull):  # the connection may be closing: never wait here
                 self.outbox.put_nowait(
@@ -212,15 +247,21 @@ class _Connection:
                 log.exception("websocket request %s failed", request_id)
             await self._put("error", request_id, error.to_body()["error"])
         finally:
+            run = self.runs.pop(request_id, None)
+            if run is not None and self.dropped and resumable:
+                run.detach()
+            elif run is not None:
+                await run.stop()
             for close in closers:
                 with contextlib.suppress(Exception):
                     await close()
             self.requests.pop(request_id, None)
 
     async def _forward(self, request_id: str, batches: Any) -> None:
-        async for batch in batches:
-            for event in batch:
-                await self._put("stream_event", request_id, {"event_type": event["type"], "event_data": event})
+        async with contextlib.aclosing(batches):  # closed at once when cancelled, not when collected
+            async for batch in batches:
+                for event in batch:
+                    await self._put("stream_event", request_id, {"event_type": event["type"], "event_data": event})
 
     async def _relay(self, request_id: str, batches: Any) -> None:
         try:

@@ -10,7 +10,8 @@ import pytest
 
 from relay.errors import InvalidRequest, ProviderError
 from relay.events import finish, status, text_delta
-from relay.modes import GENERATOR_MODES, GeneratorConfig, apply_mode, interleave, register_mode
+from relay.modes import GENERATOR_MODES, QUEUED_BATCHES, GeneratorConfig, apply_mode, interleave, register_mode
+from relay.runlog import Cursor
 
 Batch = list[dict[str, Any]]
 
@@ -109,3 +110,85 @@ async def test_custom_modes_register_and_unknown_ones_are_refused() -> None:
     with pytest.raises(InvalidRequest) as exc:
         apply_mode(scripted(WORDS), GeneratorConfig(mode="telepathic"))
     assert exc.value.param == "generator_mode"
+
+
+def numbered(batches: list[Batch]) -> list[Batch]:
+    """The batches with run-log ids 1, 2, … as the session gives them."""
+    count = 0
+    out = []
+    for batch in batches:
+        out.append([event | {"id": (count := count + 1)} for event in batch])
+    return out
+
+
+async def resume_text(source: list[Batch], delivered: list[dict[str, Any]]) -> str:
+    """The text a client ends with when it saw ``delivered``, dropped, and resumed from its last id."""
+    last = max((i for i, event in enumerate(delivered) if "id" in event), default=-1)
+    cursor = Cursor.parse(delivered[last]["id"]) if last >= 0 else Cursor()
+
+    async def rest() -> AsyncIterator[Batch]:
+        yield [event for batch in source for event in batch if event["id"] > cursor.event]
+
+    # Events past the last id are ones the client cannot vouch for: resuming sends them again.
+    return text([delivered[: last + 1]]) + text([b async for b in cursor.skip_seen(rest())])
+
+
+SENTENCE = numbered([[text_delta(w)] for w in ("The ", "quick ", "brown ", "fox ", "jumps ")] + [[finish("stop")]])
+
+
+async def test_buffered_text_carries_the_id_of_the_last_event_merged() -> None:
+    out = await run("buffered", SENTENCE, buffer_size=10, flush_interval=10)
+    assert [(e["content"], e["id"]) for b in out for e in b if e["type"] == "text-delta"] == [
+        ("The quick ", 2),
+        ("brown fox ", 4),
+        ("jumps ", 5),
+    ]
+    assert out[-1][-1]["id"] == 6
+
+
+async def test_chunked_ids_resume_exactly_from_any_point() -> None:
+    out = await run("chunked", SENTENCE, chunk_size=4)
+    delivered = [e for b in out for e in b]
+    assert [(e["content"], e["id"]) for e in delivered[:4]] == [
+        ("The ", 1),
+        ("quic", "2:4"),
+        ("k br", "3:2"),
+        ("own ", 3),
+    ]
+    assert text([delivered]) == text(SENTENCE)
+    for cut in range(len(delivered) + 1):
+        assert await resume_text(SENTENCE, delivered[:cut]) == text(SENTENCE), cut
+
+
+async def test_priority_ids_are_cursors_that_never_skip_overtaken_text() -> None:
+    source = numbered(
+        [[text_delta("a")], [text_delta("b")], [status("retrying", "x")], [text_delta("c")], [finish("stop")]]
+    )
+    [delivered] = await run("priority", source)
+    assert [e["type"] for e in delivered] == ["status", "text-delta", "text-delta", "text-delta", "finish"]
+    assert [e.get("id") for e in delivered] == [None, 1, 3, 4, 5]  # the status overtook 1 and 2: no id until they land
+    for cut in range(len(delivered) + 1):
+        assert await resume_text(source, delivered[:cut]) == "abc", cut
+
+
+async def test_a_stalled_reader_holds_the_producer_back() -> None:
+    produced = 0
+
+    async def endless() -> AsyncIterator[Batch]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield [text_delta("x")]
+            await asyncio.sleep(0)
+
+    for stream in (
+        apply_mode(endless(), GeneratorConfig(mode="priority")),
+        apply_mode(endless(), GeneratorConfig(mode="buffered", buffer_size=1)),
+        interleave({"a": endless(), "b": endless()}),
+    ):
+        produced = 0
+        await anext(stream)
+        for _ in range(500):  # let the producers run as far as they can while nobody reads
+            await asyncio.sleep(0)
+        assert produced <= 2 * (QUEUED_BATCHES + 3), produced
+        await stream.aclose()  # type: ignore[attr-defined]

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import websockets
 
 from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
+from relay.detached import QUEUED_EVENTS
 from relay.local import LocalBackend
-from tests.fakes.openai_upstream import ServerThread
+from relay.websocket import OUTBOX_SIZE
+from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
+
+WORDS = " ".join(f"word{i}" for i in range(60))
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> LocalBackend:
+def backend(tmp_path_factory: pytest.TempPathFactory, fake_openai: tuple[FakeOpenAI, str]) -> LocalBackend:
     path = Path(tmp_path_factory.mktemp("ws")) / "relay.db"
     providers = [
         ProviderConfig(provider_id="echo", provider_type="echo", model="echo"),
         ProviderConfig(provider_id="echo-2", provider_type="echo", options={"repeat": 2}),
+        ProviderConfig(
+            provider_id="up", provider_type="openai_compatible", model="fake", base_url=fake_openai[1], max_retries=0
+        ),
     ]
     return LocalBackend(RelaySettings(store_url=f"sqlite:///{path}", providers=providers))
 
@@ -51,6 +61,23 @@ async def until_finish(ws: Any, request_id: str) -> list[dict[str, Any]]:
 
 def text(messages: list[dict[str, Any]]) -> str:
     return "".join(m["data"]["event_data"]["content"] for m in messages if m["data"].get("event_type") == "text-delta")
+
+
+def events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m["data"]["event_data"] for m in messages if m["message_type"] == "stream_event"]
+
+
+async def until(condition: Callable[[], Any], deadline_s: float = 10.0) -> Any:
+    """Wait for ``condition()`` to be truthy, checking as often as the loop allows, for at most ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.005)
+    return value
+
+
+def run_status(backend: LocalBackend, run_id: str) -> str:
+    return str(backend.store.get_run(run_id)["status"])  # type: ignore[index]
 
 
 async def test_chat_ping_and_the_seed_event_shape(url: str, backend: LocalBackend) -> None:
@@ -140,3 +167,126 @@ async def test_the_path_user_must_match_the_caller(url: str) -> None:
     with pytest.raises(websockets.exceptions.InvalidStatus):
         async with websockets.connect(f"{url}/api/streaming/ws/ann", additional_headers={"X-User-Id": "eve"}):
             pass
+
+
+async def read_until_texts(ws: Any, request_id: str, count: int) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    async for raw in ws:
+        message = orjson.loads(raw)
+        if message["request_id"] == request_id:
+            seen.append(message)
+        if sum(m["data"].get("event_type") == "text-delta" for m in seen) == count:
+            return seen
+    raise AssertionError("the stream ended early")
+
+
+async def test_a_dropped_socket_leaves_the_run_going_and_resume_gives_exactly_the_rest(
+    url: str, backend: LocalBackend
+) -> None:
+    slow = {"provider_options": {"tokens_per_s": 60}}
+    async with websockets.connect(f"{url}/api/streaming/ws/dora") as ws:
+        await send(ws, "chat_request", "r1", messages=[{"role": "user", "content": WORDS}], options=slow)
+        seen = events(await read_until_texts(ws, "r1", 5))
+        ws.transport.abort()  # the connection dies: no close frame, as when a network drops
+    run_id, last_id = seen[0]["run_id"], seen[-1]["id"]
+    before = "".join(e["content"] for e in seen if e["type"] == "text-delta")
+    assert run_status(backend, run_id) == "running"
+
+    async with websockets.connect(f"{url}/api/streaming/ws/dora") as ws:
+        await send(ws, "resume", "again", run_id=run_id, after=last_id)
+        rest = events(await until_finish(ws, "again"))
+    assert [e["id"] for e in rest] == list(range(last_id + 1, last_id + 1 + len(rest)))
+    assert before + "".join(e["content"] for e in rest if e["type"] == "text-delta") == WORDS
+    assert rest[-1]["type"] == "finish" and rest[-1]["reason"] == "stop"
+    assert run_status(backend, run_id) == "completed"
+
+    async with websockets.connect(f"{url}/api/streaming/ws/dora") as ws:  # a finished run replays from the store
+        await send(ws, "resume", "replay", run_id=run_id, after=0)
+        replay = events(await until_finish(ws, "replay"))
+    assert "".join(e["content"] for e in replay if e["type"] == "text-delta") == WORDS
+    async with websockets.connect(f"{url}/api/streaming/ws/mallory") as ws:
+        await send(ws, "resume", "steal", run_id=run_id, after=0)
+        assert orjson.loads(await ws.recv())["data"]["type"] == "not_found_error"
+        await send(ws, "resume", "bad", run_id=run_id, after="x")
+        assert orjson.loads(await ws.recv())["data"]["param"] == "data.after"
+
+
+async def test_a_run_that_asked_not_to_resume_is_cancelled_with_its_socket(url: str, backend: LocalBackend) -> None:
+    options = {"provider_options": {"tokens_per_s": 60}, "resumable": False}
+    async with websockets.connect(f"{url}/api/streaming/ws/eli") as ws:
+        await send(ws, "chat_request", "r1", messages=[{"role": "user", "content": WORDS}], options=options)
+        run_id = events(await read_until_texts(ws, "r1", 2))[0]["run_id"]
+        ws.transport.abort()
+    assert await until(lambda: run_status(backend, run_id) != "running") and run_status(backend, run_id) == "cancelled"
+
+
+async def test_cancel_reaches_the_upstream(url: str, fake_openai: tuple[FakeOpenAI, str]) -> None:
+    fake = fake_openai[0]
+    marker = "cancel-latency-probe"
+    async with websockets.connect(f"{url}/api/streaming/ws/fay") as ws:
+        await send(
+            ws,
+            "chat_request",
+            "hang",
+            provider_id="up",
+            messages=[{"role": "user", "content": marker}],
+            options={"model": "fake-hang"},
+        )
+        record = await until(
+            lambda: next((r for r in fake.requests if marker in str((r["body"] or {}).get("messages"))), None)
+        )
+        assert not record["disconnected"].is_set()
+        sent = time.monotonic()
+        await send(ws, "cancel", "hang")
+        finish = (await until_finish(ws, "hang"))[-1]["data"]["event_data"]
+        assert await asyncio.to_thread(record["disconnected"].wait, 5.0)
+    assert finish["reason"] == "cancelled"
+    print(f"upstream saw the cancel after {(record['disconnected_at'] - sent) * 1000:.1f} ms")
+
+
+async def test_a_slow_reader_holds_the_stream_back_then_gets_all_of_it(url: str, backend: LocalBackend) -> None:
+    """A client that does not read: the server's queue for it fills to its limit and the run waits, unbuffered."""
+    words = " ".join(f"{i:04d}" + "x" * 996 for i in range(120))  # 120 words of 1,000 characters
+    reply = " ".join([words] * 100)  # 12 MB: far more than the socket buffers between server and client hold
+    async with (
+        websockets.connect(f"{url}/api/streaming/ws/gus", max_queue=4, max_size=None, compression=None) as ws,
+        httpx.AsyncClient(base_url=url.replace("ws://", "http://")) as http,
+    ):
+
+        async def stats() -> dict[str, Any]:
+            return dict((await http.get("/api/stats")).json())
+
+        def completed(stats: dict[str, Any]) -> int:
+            return int(next(p["completed"] for p in stats["providers"] if p["provider_id"] == "echo"))
+
+        echoed = completed(await stats())
+        await send(
+            ws,
+            "chat_request",
+            "big",
+            messages=[{"role": "user", "content": words}],
+            options={"session_id": "slow-reader", "provider_options": {"repeat": 100, "tokens_per_s": 12000}},
+        )
+
+        # Wait until the server's queue for this socket is full and the provider has produced the whole reply.
+        deadline = time.monotonic() + 30
+        while (now := await stats())["websocket"]["queued_messages"] < OUTBOX_SIZE or completed(now) == echoed:
+            assert time.monotonic() < deadline, now
+            await asyncio.sleep(0.01)
+        [run] = backend.store.runs("slow-reader")
+        assert run["status"] == "running"  # held back: the run waits for the reader instead of queueing the reply
+        assert now["websocket"]["queued_events"] < 2 * QUEUED_EVENTS and now["websocket"]["messages_sent"] < 12_000
+
+        messages = await until_finish(ws, "big")
+        assert (await stats())["websocket"]["queued_messages"] == 0
+    assert text(messages) == reply and messages[-1]["data"]["event_data"]["reason"] == "stop"
+
+
+async def test_priority_mode_over_the_socket(url: str) -> None:
+    async with websockets.connect(f"{url}/api/streaming/ws/hal") as ws:
+        await send(ws, "chat_request", "p", messages=[{"role": "user", "content": WORDS}], generator_mode="priority")
+        messages = await until_finish(ws, "p")
+    delivered = events(messages)
+    assert text(messages) == WORDS and delivered[-1]["type"] == "finish" and delivered[0]["type"] == "status"
+    ids = [e["id"] for e in delivered if "id" in e]
+    assert ids == sorted(ids) and ids[-1] == len(WORDS.split()) + 3
