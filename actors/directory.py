@@ -68,6 +68,7 @@ class SessionDirectory:
         self.settings = settings.sessions
         self.coalesce = (settings.coalesce_base_s, settings.coalesce_per_window)
         self.store_url = settings.store_url
+        self.default_provider = settings.default_provider
         self.context = settings.context
         self.store = open_store(settings.store_url)
         self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
@@ -169,10 +170,17 @@ class SessionDirectory:
                 self.store_url, self.context
             )
             await actor.hosted.remote()
+            self._warm(actor)
             self.counters["created"] += 1
             return actor
         finally:
             self.creating -= 1
+
+    def _warm(self, actor: ActorHandle) -> None:
+        """Start opening the default provider's pool handle in a new actor; placement does not wait for it."""
+        provider = self.providers.get(self.default_provider or "")
+        if provider is not None:
+            actor.warm.remote(provider.pool_app, provider.provider_id)
 
     def _actor_count(self) -> int:
         return len(self.hosts) + len(self.pool) + self.creating

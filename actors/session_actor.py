@@ -7,6 +7,8 @@ grains into a silo) instead of queueing them behind a process start.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +27,8 @@ from relay.store import Store, open_store
 from .names import pool_name
 
 __all__ = ["SessionActor", "SessionMoved"]
+
+log = logging.getLogger("relay.session_actor")
 
 
 class SessionMoved(Exception):
@@ -57,12 +61,25 @@ class SessionActor:
         async for batch in session.tail(run_id, after):
             yield batch
 
-    async def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
-        key = (request.pool_app or "relay", pool_name(request.provider))
+    def _handle(self, pool_app: str | None, provider: str) -> DeploymentHandle:
+        key = (pool_app or "relay", pool_name(provider))
         if key not in self.handles:
             # One handle per process, kept across recycles: its router warms up once.
             self.handles[key] = serve.get_deployment_handle(key[1], app_name=key[0])
-        response = self.handles[key].stream.options(stream=True).remote(request)
+        return self.handles[key]
+
+    async def warm(self, pool_app: str | None, provider: str) -> None:
+        """Let this process's router learn a pool's replicas now: a fresh actor's first turn waits ~0.3 s for it.
+
+        Best effort, and nobody waits for it: a pool that is down fails the turns that use it, not this.
+        """
+        try:
+            await asyncio.wait_for(self._handle(pool_app, provider).stats.remote(), timeout=30.0)
+        except Exception:
+            log.warning("warming the handle to pool %s failed", provider, exc_info=True)
+
+    async def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        response = self._handle(request.pool_app, request.provider).stream.options(stream=True).remote(request)
         try:
             async for batch in response:
                 yield batch
