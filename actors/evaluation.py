@@ -60,8 +60,8 @@ class RateLimiter:
     def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
         self.limits.configure(provider, rpm, tpm)
 
-    def reserve(self, provider: str, tokens: int) -> float:
-        return self.limits.reserve(provider, tokens)
+    def reserve(self, provider: str, tokens: int, correction: int = 0) -> float:
+        return self.limits.reserve(provider, tokens, correction)
 
     def settle(self, provider: str, reserved: int, used: int) -> None:
         self.limits.settle(provider, reserved, used)
@@ -89,8 +89,8 @@ class ClusterLimiter:
     async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
         await self.actor.configure.remote(provider, rpm, tpm)
 
-    async def reserve(self, provider: str, tokens: int) -> float:
-        return float(await self.actor.reserve.remote(provider, tokens))
+    async def reserve(self, provider: str, tokens: int, correction: int = 0) -> float:
+        return float(await self.actor.reserve.remote(provider, tokens, correction))
 
     async def settle(self, provider: str, reserved: int, used: int) -> None:
         await self.actor.settle.remote(provider, reserved, used)

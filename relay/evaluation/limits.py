@@ -75,8 +75,14 @@ class RateLimits:
                     raise ValueError(f"{provider}: a rate limit must be positive, got {limit}")
                 buckets[provider] = TokenBucket.full(limit, now)
 
-    def reserve(self, provider: str, tokens: int) -> float:
-        """Seconds the caller must wait before it sends one request of about ``tokens`` tokens."""
+    def reserve(self, provider: str, tokens: int, correction: int = 0) -> float:
+        """Seconds the caller must wait before it sends one request of about ``tokens`` tokens.
+
+        ``correction`` settles the caller's earlier reservations (used minus reserved tokens) in the same
+        call: one round trip per request instead of two.
+        """
+        if correction:
+            self.settle(provider, 0, correction)
         now = self.clock()
         self.granted[provider] = self.granted.get(provider, 0) + 1
         waits = [self.paused_until.get(provider, now) - now]
@@ -129,8 +135,8 @@ class LocalLimiter:
     async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
         self.limits.configure(provider, rpm, tpm)
 
-    async def reserve(self, provider: str, tokens: int) -> float:
-        return self.limits.reserve(provider, tokens)
+    async def reserve(self, provider: str, tokens: int, correction: int = 0) -> float:
+        return self.limits.reserve(provider, tokens, correction)
 
     async def settle(self, provider: str, reserved: int, used: int) -> None:
         self.limits.settle(provider, reserved, used)

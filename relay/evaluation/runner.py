@@ -42,7 +42,7 @@ _CONTENT = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio
 
 class Limiter(Protocol):
     async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None: ...
-    async def reserve(self, provider: str, tokens: int) -> float: ...
+    async def reserve(self, provider: str, tokens: int, correction: int = 0) -> float: ...
     async def settle(self, provider: str, reserved: int, used: int) -> None: ...
     async def pause(self, provider: str, seconds: float) -> None: ...
 
@@ -108,6 +108,8 @@ class Evaluation:
         self.cells = plan_cells(rows, candidates, self.options.repeat, self.options.params)
         self.judges = [s for s in self.scorers if isinstance(s, LLMJudge)]
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._paused_until: dict[str, float] = {}
+        self._corrections: dict[str, int] = {}
 
     def pending(self) -> tuple[list[Cell], list[Cell], dict[CellKey, dict[str, Any]]]:
         """(cells to call, finished cells to re-score because the scorers changed, stored records)."""
@@ -169,6 +171,9 @@ class Evaluation:
         finally:
             if self.progress is not None:
                 self.progress.close()
+            for provider, correction in self._corrections.items():
+                await limiter.settle(provider, 0, correction)
+            self._corrections.clear()
         final = self.store.records(cell.key for cell in self.cells)
         records = [final[cell.key] for cell in self.cells if cell.key in final]
         summaries = summarize(records, [c.label for c in self.candidates])
@@ -201,8 +206,13 @@ class Evaluation:
         """One provider call through the limiter; never raises for a provider's failure."""
         open_stream, limiter = self._seams()
         provider = request.provider
+        # A provider this run gives no limits costs no limiter round trips; a Retry-After still pauses it.
+        limited = provider in self.options.rpm or provider in self.options.tpm
         reserved = estimate_input_tokens(request.messages) + max_tokens
-        delay = await limiter.reserve(provider, reserved)
+        if limited:
+            delay = await limiter.reserve(provider, reserved, self._corrections.pop(provider, 0))
+        else:
+            delay = self._paused_until.get(provider, 0.0) - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         call = _Call()
@@ -224,9 +234,13 @@ class Evaluation:
         call.input_tokens = reply.usage.get("input_tokens", 0)
         call.output_tokens = reply.usage.get("output_tokens", 0)
         used = call.input_tokens + call.output_tokens
-        await limiter.settle(provider, reserved, used if used else reserved)
+        if limited and used:
+            # Settled with this provider's next reservation, or at the end of the run.
+            self._corrections[provider] = self._corrections.get(provider, 0) + used - reserved
         retry_after = (call.error or {}).get("retry_after")
         if call.error and call.error.get("error_type") == "rate_limit_error" and retry_after:
+            until = time.monotonic() + float(retry_after)
+            self._paused_until[provider] = max(until, self._paused_until.get(provider, until))
             await limiter.pause(provider, float(retry_after))
         return call
 

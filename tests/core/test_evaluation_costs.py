@@ -108,6 +108,8 @@ def test_tokens_per_minute_are_settled_with_the_reported_usage() -> None:
     assert limits.reserve("oa", 20) == pytest.approx(0.0)
     limits.settle("oa", reserved=20, used=70)  # and a later one more
     assert limits.reserve("oa", 10) == pytest.approx(6.0)
+    # a correction may ride on the next reservation: 60 tokens given back, then 10 taken
+    assert limits.reserve("oa", 10, correction=-60) == pytest.approx(1.0)
 
 
 def test_a_retry_after_pauses_the_provider_and_configure_lifts_limits() -> None:
