@@ -163,6 +163,7 @@ def run_eval(args: argparse.Namespace) -> int:
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the progress display is the run's voice
     progress = None if args.no_progress else Progress(sys.stderr)
     try:
         result = asyncio.run(
