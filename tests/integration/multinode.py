@@ -1,8 +1,8 @@
 """A three-node cluster on one machine: remove the worker holding live sessions, count what survives.
 
 Run by ``test_multinode.py`` in its own process (one Ray cluster per process).
-Prints one JSON line of figures; exits non-zero when a session lost a turn, was activated twice
-or stayed on the removed node.
+Prints one JSON line of figures; exits non-zero when a session lost or garbled a turn, was
+activated twice, or was not reactivated on another node.
 """
 
 from __future__ import annotations
@@ -90,14 +90,14 @@ async def scenario(cluster: Cluster, url: str, store_url: str) -> dict[str, Any]
         activations = await directory.activations.remote(list(owners))
         stats = await directory.stats.remote()
 
+    others = [took[sid] for sid in owners if sid not in doomed]
     store = open_store(store_url)
-    lost = 0
+    lost = inexact = 0
     for sid in owners:
         history = [m["content"] for m in store.messages(sid)]
         expected = [f"{sid} turn {t}" for t in range(3) for _ in ("user", "assistant")]
         lost += sum(1 for t in range(3) if f"{sid} turn {t}" not in history)
-        assert history == expected, (sid, history)
-    assert all(reply["content"] == f"{sid} turn 2" for reply, sid in zip(replies, owners, strict=True))
+        inexact += history != expected
     return {
         "sessions": SESSIONS,
         "nodes": 3,
@@ -105,11 +105,13 @@ async def scenario(cluster: Cluster, url: str, store_url: str) -> dict[str, Any]
         "reactivated_elsewhere": sum(after[sid] not in (victim_id, None) for sid in doomed),
         "not_live_after_third_turn": sum(node is None for node in after.values()),
         "lost_turns": lost,
+        "histories_not_exact": inexact,  # a repeated, reordered or foreign message
+        "wrong_replies": sum(reply["content"] != f"{sid} turn 2" for reply, sid in zip(replies, owners, strict=True)),
         "double_activations": sum(max(0, n - 1) for n in activations.values()),
         "passivations": stats["passivations"],
         "third_turn_all_sessions_s": round(recovery_s, 2),
         "third_turn_moved_sessions_max_s": round(max(took[sid] for sid in doomed), 2) if doomed else None,
-        "third_turn_other_sessions_max_s": round(max((took[s] for s in owners if s not in doomed), default=0.0), 2),
+        "third_turn_other_sessions_max_s": round(max(others), 2) if others else None,
     }
 
 
@@ -134,7 +136,8 @@ def main() -> int:
         ray.shutdown()
         cluster.shutdown()
     print(json.dumps(figures))
-    whole = figures["lost_turns"] == figures["double_activations"] == figures["not_live_after_third_turn"] == 0
+    failures = ("lost_turns", "histories_not_exact", "wrong_replies", "double_activations", "not_live_after_third_turn")
+    whole = all(figures[name] == 0 for name in failures)
     return 0 if whole and figures["reactivated_elsewhere"] == figures["on_removed_node"] else 1
 
 

@@ -116,6 +116,8 @@ async def test_killing_the_session_actor_mid_stream_loses_no_committed_turn(
         "double_activations": max(0, activations - 1),
         "kill_to_error_event_s": seconds(kill_to_error),
         "recovery_turn_s": seconds(recovery),
+        # every kill costs a process: when kills outpace the pool's refill, a recovery waits for a process start
+        "actors_started": end["created"] - start["created"],
     }
 
     assert endings == [["error", "finish"]] * KILLS
