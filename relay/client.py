@@ -12,6 +12,12 @@
 seed's names are aliases: ``invoke``/``invoke_stream`` on ``Client``,
 ``ainvoke``/``ainvoke_stream`` on ``AsyncClient``. Errors raise the
 ``relay.errors`` class matching the server's status.
+
+Streams resume: the run is started ``resumable``, and when the connection
+drops the client reconnects to ``GET /api/streaming/runs/{run_id}/events``
+with the last event id it saw (``Last-Event-ID``), so each event is yielded
+once. ``resume=False`` turns this off; then leaving a stream early also
+cancels its run, where a resumable run goes on to its end on the server.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import httpx
 import orjson
 
 from .errors import error_for_status
-from .events import EVENT_ADAPTER, Event
+from .events import EVENT_ADAPTER, Event, StatusEvent
 from .http import USER_HEADER
 from .reply import Reply
 
@@ -49,9 +55,40 @@ class ChatResult:
     error: dict[str, Any] | None = None
 
 
-def _payload(messages: Messages, options: dict[str, Any]) -> dict[str, Any]:
+def _payload(messages: Messages, options: dict[str, Any], resume: bool) -> dict[str, Any]:
     listed = [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
-    return {"messages": listed, "stream_format": "sse"} | {k: v for k, v in options.items() if v is not None}
+    payload = {"messages": listed, "stream_format": "sse", "resumable": resume}
+    return payload | {k: v for k, v in options.items() if v is not None}
+
+
+class _Progress:
+    """How far a stream got, so that a dropped connection resumes where it stopped."""
+
+    def __init__(self, payload: dict[str, Any], max_resumes: int) -> None:
+        # Interleaved streams merge several runs: no single cursor resumes them.
+        self.resumable = bool(payload.get("resumable")) and payload.get("generator_mode") != "interleaved"
+        self.resumes_left = max_resumes
+        self.run_id: str | None = None
+        self.last_id: int | str | None = None
+        self.finished = False
+
+    def see(self, line: str) -> Event | None:
+        event = _event(line)
+        if event is None:
+            return None
+        if isinstance(event, StatusEvent) and event.run_id:
+            self.run_id = self.run_id or event.run_id
+        if event.id is not None:
+            self.last_id = event.id
+        self.finished = self.finished or event.type == "finish"
+        return event
+
+    def resume(self) -> tuple[str, dict[str, Any]] | None:
+        """The request that picks the run up again, or None when it cannot (or may not) be resumed."""
+        if self.finished or not self.resumable or self.run_id is None or self.resumes_left <= 0:
+            return None
+        self.resumes_left -= 1
+        return f"/api/streaming/runs/{self.run_id}/events", {"headers": {"Last-Event-ID": str(self.last_id or 0)}}
 
 
 def _raise_for(status: int, body: bytes) -> None:
@@ -84,8 +121,9 @@ def _result(events: list[Event], session_id: str | None) -> ChatResult:
 
 
 class _Base:
-    def __init__(self, base_url: str, user_id: str | None, api_key: str | None) -> None:
+    def __init__(self, base_url: str, user_id: str | None, api_key: str | None, max_resumes: int) -> None:
         self.base_url = base_url.rstrip("/")
+        self.max_resumes = max_resumes
         self.headers = {"Accept": "application/json"}
         if user_id:
             self.headers[USER_HEADER] = user_id
@@ -106,8 +144,9 @@ class Client(_Base):
         user_id: str | None = None,
         api_key: str | None = None,
         timeout: float = 600.0,
+        max_resumes: int = 3,
     ) -> None:
-        super().__init__(base_url, user_id, api_key)
+        super().__init__(base_url, user_id, api_key, max_resumes)
         self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout)
 
     def close(self) -> None:
@@ -119,15 +158,27 @@ class Client(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def stream(self, messages: Messages, **options: Any) -> Iterator[Event]:
+    def stream(self, messages: Messages, *, resume: bool = True, **options: Any) -> Iterator[Event]:
         """Typed events as they arrive; ``options`` are ``/api/streaming/chat`` fields (``provider_id``, …)."""
-        with self.http.stream("POST", "/api/streaming/chat", json=_payload(messages, options)) as response:
-            if response.status_code != 200:
-                _raise_for(response.status_code, response.read())
-            self._remember(response)
-            for line in response.iter_lines():
-                if (event := _event(line)) is not None:
-                    yield event
+        payload = _payload(messages, options, resume)
+        progress = _Progress(payload, self.max_resumes)
+        method, path, kwargs = "POST", "/api/streaming/chat", {"json": payload}
+        while True:
+            try:
+                with self.http.stream(method, path, **kwargs) as response:
+                    if response.status_code != 200:
+                        _raise_for(response.status_code, response.read())
+                    self._remember(response)
+                    for line in response.iter_lines():
+                        if (event := progress.see(line)) is not None:
+                            yield event
+            except httpx.TransportError:
+                if (again := progress.resume()) is None:
+                    raise
+            else:
+                if (again := progress.resume()) is None:
+                    return
+            method, (path, kwargs) = "GET", again
 
     def chat(self, messages: Messages, **options: Any) -> ChatResult:
         return _result(list(self.stream(messages, **options)), self.session_id)
@@ -172,8 +223,9 @@ class AsyncClient(_Base):
         user_id: str | None = None,
         api_key: str | None = None,
         timeout: float = 600.0,
+        max_resumes: int = 3,
     ) -> None:
-        super().__init__(base_url, user_id, api_key)
+        super().__init__(base_url, user_id, api_key, max_resumes)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=timeout)
 
     async def aclose(self) -> None:
@@ -185,14 +237,26 @@ class AsyncClient(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def stream(self, messages: Messages, **options: Any) -> AsyncIterator[Event]:
-        async with self.http.stream("POST", "/api/streaming/chat", json=_payload(messages, options)) as response:
-            if response.status_code != 200:
-                _raise_for(response.status_code, await response.aread())
-            self._remember(response)
-            async for line in response.aiter_lines():
-                if (event := _event(line)) is not None:
-                    yield event
+    async def stream(self, messages: Messages, *, resume: bool = True, **options: Any) -> AsyncIterator[Event]:
+        payload = _payload(messages, options, resume)
+        progress = _Progress(payload, self.max_resumes)
+        method, path, kwargs = "POST", "/api/streaming/chat", {"json": payload}
+        while True:
+            try:
+                async with self.http.stream(method, path, **kwargs) as response:
+                    if response.status_code != 200:
+                        _raise_for(response.status_code, await response.aread())
+                    self._remember(response)
+                    async for line in response.aiter_lines():
+                        if (event := progress.see(line)) is not None:
+                            yield event
+            except httpx.TransportError:
+                if (again := progress.resume()) is None:
+                    raise
+            else:
+                if (again := progress.resume()) is None:
+                    return
+            method, (path, kwargs) = "GET", again
 
     async def chat(self, messages: Messages, **options: Any) -> ChatResult:
         return _result([event async for event in self.stream(messages, **options)], self.session_id)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from relay.app import build_app
 from relay.client import AsyncClient, Client
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Conflict, InvalidRequest, NotFound
-from relay.events import FinishEvent, StatusEvent, TextDelta
+from relay.events import Event, FinishEvent, StatusEvent, TextDelta
 from relay.local import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
@@ -70,3 +74,93 @@ async def test_async_client(url: str) -> None:
         assert len(await relay.messages(reply.session_id)) == 4  # type: ignore[arg-type]
         session = await relay.create_session(name="x")
         assert (await relay.get_session(session["session_id"]))["name"] == "x"
+
+
+WORDS = " ".join(f"word{i}" for i in range(60))
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 that cuts its first connection after ``cut_after`` bytes of response."""
+
+    def __init__(self, target: str, cut_after: int) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.cut_after = cut_after
+        self.connections = 0
+        self.cuts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(self.target)
+            limit = self.cut_after if self.connections == 1 else None
+            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, limit), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    sink.sendall(data[: limit - sent])  # mid-event, most likely: the client holds half a line
+                    self.cuts += 1
+                    break
+                sink.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for end in (source, sink):  # shutdown, not just close: the other direction's thread is blocked on it
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def check_exactly_once(events: list[Event]) -> None:
+    ids = [event.id for event in events if isinstance(event.id, int)]
+    assert ids == sorted(set(ids))  # nothing repeated, nothing out of order
+    assert "".join(e.content for e in events if isinstance(e, TextDelta)) == WORDS
+    assert [type(e) for e in events].count(FinishEvent) == 1 and isinstance(events[-1], FinishEvent)
+    assert events[-1].reason == "stop"
+
+
+def test_a_dropped_stream_resumes_where_it_stopped(url: str) -> None:
+    proxy = CuttingProxy(url, cut_after=1500)
+    try:
+        with Client(proxy.url, user_id="dee") as relay:
+            events = list(relay.stream(WORDS, provider_options={"tokens_per_s": 60}))
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and proxy.connections == 2
+    check_exactly_once(events)
+    assert [event.id for event in events] == list(range(1, len(events) + 1))
+
+
+async def test_the_async_client_resumes_a_chunked_stream_exactly(url: str) -> None:
+    proxy = CuttingProxy(url, cut_after=1500)
+    try:
+        async with AsyncClient(proxy.url, user_id="dee") as relay:
+            stream = relay.stream(WORDS, generator_mode="chunked", chunk_size=5, provider_options={"tokens_per_s": 60})
+            events = [event async for event in stream]
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and proxy.connections == 2
+    check_exactly_once(events)
+
+
+def test_without_resume_a_drop_is_an_error(url: str) -> None:
+    proxy = CuttingProxy(url, cut_after=1500)
+    try:
+        with Client(proxy.url, user_id="dee") as relay, pytest.raises(httpx.RemoteProtocolError):
+            list(relay.stream(WORDS, resume=False, provider_options={"tokens_per_s": 60}))
+    finally:
+        proxy.close()
