@@ -172,6 +172,14 @@ class RayBackend(StoredSessions):
             )
         return pools
 
+    async def ready(self) -> dict[str, Any]:
+        try:
+            providers = await asyncio.wait_for(self.providers(refresh=True), timeout=5.0)
+        except Exception as exc:
+            return {"directory": f"did not answer: {type(exc).__name__}", "pools": []}
+        # serve.status() blocks on the controller: off the event loop that carries the streams.
+        return {"directory": "ok", "pools": await asyncio.to_thread(self._pool_status, providers)}
+
     async def stats(self) -> dict[str, Any]:
         sessions = await self.directory.stats.remote()
         providers = await self.providers(refresh=True)

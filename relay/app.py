@@ -33,9 +33,11 @@ from .errors import (
     as_relay_error,
     from_event,
 )
+from .health import probe_routes
 from .http import USER_HEADER, caller, error_response, read_json
 from .media import MediaPolicy, normalize_messages
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
+from .openapi import openapi_route
 from .playground import playground_routes
 from .providers import adapter_class
 from .reply import Reply
@@ -409,9 +411,6 @@ class Ingress:
             stats["websocket"] = self.websockets.get_statistics()
         return JSONResponse(stats)
 
-    async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
 
 async def _noop() -> None:
     return None
@@ -509,9 +508,10 @@ def build_app(backend: Backend) -> Starlette:
         Route("/api/streaming/providers/{provider_id}", ingress.delete_provider, methods=["DELETE"]),
         *session_routes(backend),
         Route("/api/stats", ingress.stats, methods=["GET"]),
-        Route("/healthz", ingress.healthz, methods=["GET"]),
+        *probe_routes(backend),
         *playground_routes(),
     ]
+    routes.append(openapi_route(routes))
     handlers: dict[Any, Any] = {
         RelayError: _relay_error,
         _RunFailed: _run_failed,

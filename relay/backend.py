@@ -49,6 +49,9 @@ class Backend(Protocol):
 
     async def stats(self) -> dict[str, Any]: ...
 
+    async def ready(self) -> dict[str, Any]:
+        """``{"directory": "ok" or why not, "pools": [{provider_id, replicas, status}]}``: what ``/readyz`` judges."""
+
 
 class StoredSessions:
     """What every backend shares: deletion goes through ``evict`` (the live copy) and then the store."""

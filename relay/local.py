@@ -100,6 +100,13 @@ class LocalBackend(StoredSessions):
     async def provider_health(self) -> list[dict[str, Any]]:
         return [await runtime.health() | {"replicas": 1} for runtime in self.runtimes.values()]
 
+    async def ready(self) -> dict[str, Any]:
+        """In-process every configured pool is its runtime, there from the start."""
+        return {
+            "directory": "ok",
+            "pools": [{"provider_id": pid, "replicas": 1, "status": "RUNNING"} for pid in self.runtimes],
+        }
+
     async def stats(self) -> dict[str, Any]:
         return {
             "sessions": {"live": len(self.sessions), "pooled": 0, "stored": self.store.count_sessions()},

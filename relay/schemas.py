@@ -6,8 +6,10 @@ Validation errors become an ``InvalidRequest`` naming the field, e.g.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import ProviderConfig
@@ -66,6 +68,8 @@ OPENAI_IGNORED = (
 )
 # Far above any model's output limit, and still a 64-bit integer for every SDK and store.
 MAX_TOKENS = 1_000_000
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # RFC 9110's token
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 
 
 class ChatMessage(BaseModel):
@@ -261,6 +265,27 @@ class RegisterProviderBody(BaseModel):
     max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("default_headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(text):
+                raise ValueError(f"header {name[:64]!r} needs a token name and a printable ASCII value")
+        return value
+
     def to_config(self) -> ProviderConfig:
         fields = self.model_dump(exclude={"model_name"}, exclude_none=True)
         return ProviderConfig.model_validate(fields | {"model": self.model_name})
@@ -277,6 +302,8 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
     first = exc.errors()[0]
     param = _loc(tuple(part for part in first["loc"] if not str(part).startswith("function-")))
     message = first["msg"]
+    if not param:
+        return InvalidRequest(f"Invalid request: {message}")
     if first["type"] == "missing":
         message = f"'{param}' is required"
     elif first["type"] == "literal_error" and param.endswith("role"):

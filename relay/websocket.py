@@ -40,6 +40,7 @@ __all__ = ["WebSocketManager", "WebSocketMessage"]
 
 log = logging.getLogger("relay.websocket")
 
+_BINARY = InvalidRequest("Binary frames are not accepted; send each message as JSON text", param="frame")
 OUTBOX_SIZE = 256  # messages queued for one connection before its streams wait for the reader
 
 
@@ -112,9 +113,14 @@ class _Connection:
         sender = asyncio.create_task(self._send_all())
         try:
             while True:
-                raw = await self.websocket.receive_text()
+                frame = await self.websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(frame.get("code", 1000))
                 self.manager.received += 1
-                await self._handle(raw)
+                if frame.get("text") is None:  # a binary frame: the protocol is JSON text
+                    await self._put("error", None, _BINARY.to_body()["error"])
+                    continue
+                await self._handle(frame["text"])
         except WebSocketDisconnect:
             pass
         finally:

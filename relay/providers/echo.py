@@ -28,6 +28,8 @@ __all__ = ["EchoAdapter", "echo_tokens"]
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 FAULTS = ("error", "rate_limit", "hang")
+# Each numeric option's bounds: a caller must not make one reply take gigabytes or hours.
+_BOUNDS = {"ttft_ms": (0, 600_000), "tokens_per_s": (0, 1_000_000), "repeat": (0, 10_000), "fault_after": (0, 1 << 31)}
 
 
 def echo_tokens(text: str, repeat: int = 1) -> list[str]:
@@ -44,6 +46,12 @@ class EchoAdapter(BaseProviderAdapter):
         options = {"ttft_ms": 0.0, "tokens_per_s": 0.0, "repeat": 1, "fault": None, "fault_after": 0}
         options.update(self.config.options)
         options.update(request.provider_options)
+        for key, (low, high) in _BOUNDS.items():
+            value = options[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise InvalidRequest(
+                    f"Echo option {key} must be a number from {low} to {high}", param=f"provider_options.{key}"
+                )
         if options["fault"] not in (None, *FAULTS):
             raise InvalidRequest(
                 f"Unknown echo fault {options['fault']!r}; use one of {', '.join(FAULTS)}",
