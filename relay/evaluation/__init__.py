@@ -6,6 +6,7 @@ provider pools, and ``relay eval`` is its command line.
 
 from __future__ import annotations
 
+from .api import Prepared, evaluate_local, preflight, prepare
 from .costs import CostCeilingExceeded, CostEstimate, Price, PriceTable, estimate_cost
 from .dataset import DatasetError, Row, load_dataset, parse_rows
 from .export import write_outputs
@@ -37,6 +38,7 @@ __all__ = [
     "JsonValid",
     "LLMJudge",
     "LocalLimiter",
+    "Prepared",
     "Price",
     "PriceTable",
     "Progress",
@@ -52,12 +54,15 @@ __all__ = [
     "candidates_for",
     "config_hash",
     "estimate_cost",
+    "evaluate_local",
     "load_dataset",
     "open_results",
     "parse_rows",
     "parse_scorer",
     "parse_verdict",
     "plan_cells",
+    "preflight",
+    "prepare",
     "render_report",
     "summarize",
     "summary_table",

@@ -104,6 +104,28 @@ async def test_cells_run_through_the_pools_on_echo_openai_and_anthropic(
     assert 'id="chart-latency"' in html and 'data-row="odd"' in html
 
 
+async def test_llm_judge_calls_its_provider_through_the_pool(
+    settings: RelaySettings, fakes: Relay, tmp_path: Path
+) -> None:
+    # The fake OpenAI echoes the judge's prompt, whose last part is the reply: the verdict inside it is read back.
+    dataset = [
+        {"id": "good", "prompt": 'say {"pass": true, "score": 1, "reason": "right city"}'},
+        {"id": "bad", "prompt": 'say {"pass": false, "score": 0, "reason": "wrong city"}'},
+    ]
+    result = await aevaluate(
+        dataset,
+        "ev-echo",
+        settings=settings,
+        scorers=["llm-judge:ev-oa:The reply names the capital."],
+        out=tmp_path,
+        prices=FREE,
+    )
+    verdicts = {r["row_id"]: (r["passed"], r["scores"][0]["reason"]) for r in result.records}
+    assert verdicts == {"good": (True, "right city"), "bad": (False, "wrong city")}
+    assert len(fakes.upstream.requests) == 2
+    assert fakes.upstream.requests[0]["body"]["messages"][0]["role"] == "system"
+
+
 async def test_a_429_storm_is_ridden_out_on_both_wire_formats(
     settings: RelaySettings, fakes: Relay, tmp_path: Path
 ) -> None:
