@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -10,10 +13,48 @@ import orjson
 import pytest
 import websockets
 
+from actors.ingress import RayBackend
+from relay.app import build_app
+from relay.config import RelaySettings
+from relay.store import open_store
 from tests.cases import WEATHER_TOOL
+from tests.fakes.openai_upstream import ServerThread
 from tests.integration.conftest import Relay
 
 pytestmark = pytest.mark.integration
+
+WORDS = " ".join(f"w{i}" for i in range(80))
+
+
+async def until(condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
+    """Wait for ``condition()`` to be truthy, for at most ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+    return value
+
+
+def ws_message(message_type: str, request_id: str, **data: Any) -> str:
+    return orjson.dumps({"message_type": message_type, "request_id": request_id, "data": data}).decode()
+
+
+async def ws_events(ws: Any, request_id: str, texts: int | None = None) -> list[dict[str, Any]]:
+    """Stream events of ``request_id`` until its finish, or until ``texts`` text events have come."""
+    events: list[dict[str, Any]] = []
+    async for raw in ws:
+        message = orjson.loads(raw)
+        assert message["message_type"] != "error", message
+        if message["request_id"] != request_id or message["message_type"] != "stream_event":
+            continue
+        events.append(message["data"]["event_data"])
+        if events[-1]["type"] == "finish" or sum(e["type"] == "text-delta" for e in events) == texts:
+            return events
+    raise AssertionError("the socket closed before the stream ended")
+
+
+def text(events: list[dict[str, Any]]) -> str:
+    return "".join(e["content"] for e in events if e["type"] == "text-delta")
 
 
 async def test_websocket_streams_and_cancels_through_serve(relay: Relay) -> None:
@@ -121,3 +162,76 @@ async def test_resume_through_serve_with_sse_and_websocket(relay: Relay) -> None
                     break
     assert replayed[0]["id"] == 4 and "".join(e["content"] for e in replayed if e["type"] == "text-delta") in words
     assert words.endswith("".join(e["content"] for e in replayed if e["type"] == "text-delta"))
+
+
+async def test_a_dropped_websocket_resumes_the_live_run_through_serve(relay: Relay) -> None:
+    url = relay.url.replace("http://", "ws://") + "/api/streaming/ws/wsresumer"
+    slow = {"provider_options": {"tokens_per_s": 60}}
+    async with websockets.connect(url) as ws:
+        await ws.send(ws_message("chat_request", "r", messages=[{"role": "user", "content": WORDS}], options=slow))
+        seen = await ws_events(ws, "r", texts=5)
+        ws.transport.abort()  # the connection dies without a close frame
+    run_id = seen[0]["run_id"]
+    assert open_store(relay.store_url).get_run(run_id)["status"] == "running"  # type: ignore[index]
+    async with websockets.connect(url) as ws:
+        await ws.send(ws_message("resume", "again", run_id=run_id, after=seen[-1]["id"]))
+        rest = await ws_events(ws, "again")
+    assert [e["id"] for e in rest] == list(range(seen[-1]["id"] + 1, seen[-1]["id"] + 1 + len(rest)))
+    assert text(seen) + text(rest) == WORDS and rest[-1]["reason"] == "stop"
+
+
+async def test_a_websocket_cancel_reaches_the_upstream_through_serve(relay: Relay) -> None:
+    marker = "serve-cancel-probe"
+    url = relay.url.replace("http://", "ws://") + "/api/streaming/ws/canceller"
+    async with websockets.connect(url) as ws:
+        await ws.send(
+            ws_message(
+                "chat_request",
+                "hang",
+                provider_id="up",
+                messages=[{"role": "user", "content": marker}],
+                options={"model": "fake-hang"},
+            )
+        )
+        record = await until(
+            lambda: next((r for r in relay.upstream.requests if marker in str((r["body"] or {}).get("messages"))), None)
+        )
+        assert not record["disconnected"].is_set()
+        sent = time.monotonic()
+        await ws.send(ws_message("cancel", "hang"))
+        finish = (await ws_events(ws, "hang"))[-1]
+        assert await asyncio.to_thread(record["disconnected"].wait, 5.0)
+    assert finish["reason"] == "cancelled"
+    print(f"through Serve the upstream saw the cancel after {(record['disconnected_at'] - sent) * 1000:.1f} ms")
+
+
+async def test_resume_lands_on_another_ingress(relay: Relay) -> None:
+    """A second ingress, in this process, over the same directory and store: it finds the run on its actor."""
+    other = RayBackend(RelaySettings(store_url=relay.store_url), relay.directory)
+    owner = {"X-User-Id": "hopper"}
+    body = {
+        "resumable": True,
+        "provider_options": {"tokens_per_s": 60},
+        "messages": [{"role": "user", "content": WORDS}],
+    }
+    with ServerThread(build_app(other)) as second:
+        async with httpx.AsyncClient(base_url=relay.url, timeout=60, headers=owner) as http:
+            seen: list[dict[str, Any]] = []
+            async with http.stream("POST", "/api/streaming/chat", json=body) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        seen.append(orjson.loads(line[6:]))
+                        if sum(e["type"] == "text-delta" for e in seen) == 5:
+                            break
+            run_id = seen[0]["run_id"]
+            assert other.store.get_run(run_id)["status"] == "running"  # type: ignore[index]
+            async with (
+                httpx.AsyncClient(base_url=second.url, timeout=60, headers=owner) as elsewhere,
+                elsewhere.stream(
+                    "GET", f"/api/streaming/runs/{run_id}/events", headers={"Last-Event-ID": str(seen[-1]["id"])}
+                ) as response,
+            ):
+                assert response.status_code == 200
+                rest = [orjson.loads(line[6:]) async for line in response.aiter_lines() if line.startswith("data: ")]
+    assert rest[0]["id"] == seen[-1]["id"] + 1 and rest[-1]["type"] == "finish" and rest[-1]["reason"] == "stop"
+    assert text(seen) + text(rest) == WORDS
