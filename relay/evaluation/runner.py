@@ -155,8 +155,10 @@ class Evaluation:
         providers = {c.provider for c in self.candidates} | {j.judge.provider for j in self.judges}
         for provider in sorted(providers):
             self._slots[provider] = asyncio.Semaphore(self.options.in_flight(provider))
-            # Each run states its limits: a provider it gives none has its buckets lifted.
-            await limiter.configure(provider, self.options.rpm.get(provider), self.options.tpm.get(provider))
+            # Runs that limit a provider share its buckets (the last one's limits hold); the others leave them be.
+            rpm, tpm = self.options.rpm.get(provider), self.options.tpm.get(provider)
+            if rpm is not None or tpm is not None:
+                await limiter.configure(provider, rpm, tpm)
         if self.progress is not None:
             totals: dict[str, int] = {c.label: 0 for c in self.candidates}
             for cell in to_call:
