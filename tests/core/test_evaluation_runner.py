@@ -10,8 +10,20 @@ import pytest
 from pydantic import SecretStr
 
 from relay.config import ProviderConfig
-from relay.evaluation import CostCeilingExceeded, EvalOptions, Price, PriceTable, ResultStore
+from relay.evaluation import (
+    CostCeilingExceeded,
+    EvalOptions,
+    Evaluation,
+    LocalLimiter,
+    Price,
+    PriceTable,
+    RateLimits,
+    ResultStore,
+    RuntimeStreams,
+    parse_rows,
+)
 from relay.evaluation.api import evaluate_local
+from relay.evaluation.plan import Candidate
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 
@@ -251,3 +263,25 @@ async def test_results_live_in_postgres_too(configs: list[ProviderConfig], fresh
     assert (first.called, again.called, again.reused) == (4, 0, 4)
     assert [r["output"] for r in again.records] == [r["output"] for r in first.records]
     assert not (tmp_path / "cells.db").exists()
+
+
+async def test_limited_providers_draw_from_the_buckets_and_settle_with_real_usage(
+    configs: list[ProviderConfig], tmp_path: Path
+) -> None:
+    limits = RateLimits(clock=lambda: 0.0)  # time stands still: the bucket holds exactly what was drawn
+    store = ResultStore(f"sqlite:///{tmp_path / 'cells.db'}")
+    evaluation = Evaluation(
+        parse_rows(ROWS),
+        [Candidate("echo", "echo", "echo")],
+        store=store,
+        open_stream=RuntimeStreams(configs),
+        limiter=LocalLimiter(limits),
+        options=EvalOptions(tpm={"echo": 6000}, rpm={"echo": 6000}, params={"max_tokens": 50}),
+        prices=FREE,
+    )
+    result = await evaluation.run()
+    assert [r["input_tokens"] + r["output_tokens"] for r in result.records] == [10] * 4
+    snapshot = limits.snapshot()["echo"]
+    # each call reserved ~60 tokens; the runner settled every one with the 10 the reply reported
+    assert snapshot["granted"] == 4 and snapshot["tokens_available"] == 1000 - 4 * 10
+    assert snapshot["requests_available"] == 1000 - 4
