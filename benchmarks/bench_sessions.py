@@ -7,8 +7,9 @@ Starts its own local Ray cluster and Serve app (from config/serve.yaml) and prin
 2. TTFT for an existing live session, a brand-new one (warm pool), a brand-new one with no actor
    to take (cold: the request waits for a process start) and a reactivated one (from the store);
 3. the directory's activation call alone for the same three cases;
-4. memory: USS of a blank pooled actor, and of one actor hosting 1 and then N live sessions with a
-   stored history each, which gives the marginal memory per live session; idle CPU per actor.
+4. memory: USS of a new actor with no session, of the (blank, recycled) pooled actors, and of the new
+   actor hosting 1 and then N live sessions with a stored history each, which gives the marginal
+   memory per live session; idle CPU per actor.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ async def memory(directory: DeploymentHandle, store_url: str, cohost: int) -> di
     actor = SessionActor.remote(store_url, ContextSettings())  # the class the directory runs, kept out of its pool
     pid = await actor.pid.remote()
     try:
+        fresh = uss_mb(pid)
         await host_with_a_turn(actor, sids[0])
         one = uss_mb(pid)
         for sid in sids[1:]:
@@ -195,7 +197,7 @@ async def memory(directory: DeploymentHandle, store_url: str, cohost: int) -> di
         many = uss_mb(pid)
     finally:
         ray.kill(actor)
-    return {"blank": blank, "one": one, "many": many, "cohost": cohost}
+    return {"blank": blank, "fresh": fresh, "one": one, "many": many, "cohost": cohost}
 
 
 async def idle_cpu(directory: DeploymentHandle) -> float:
@@ -240,8 +242,13 @@ async def measure(url: str, rounds: int, cold_rounds: int, cohost: int, store_ur
         ("activation call p50, new session, warm pool", f"{p50(act['fresh_call'])} ms", "directory.activate alone"),
         ("activation call p50, new session, cold", f"{p50(act['cold_call'])} ms", "includes the process start"),
         ("activation call p50, reactivation", f"{p50(act['reactivated_call'])} ms", "history loaded from the store"),
-        ("USS, blank pooled actor (mean)", f"{statistics.mean(mem['blank']):.1f} MB", f"{len(mem['blank'])} actors"),
-        ("USS, actor hosting 1 live session", f"{mem['one']:.1f} MB", "after one turn"),
+        ("USS, new actor, no session yet", f"{mem['fresh']:.1f} MB", "a process as the directory starts one"),
+        (
+            "USS, pooled actor (mean)",
+            f"{statistics.mean(mem['blank']):.1f} MB",
+            f"{len(mem['blank'])} actors, blank but recycled: they hosted the rounds above",
+        ),
+        ("USS, the new actor hosting 1 live session", f"{mem['one']:.1f} MB", "after one turn"),
         (f"USS, same actor hosting {cohost} live sessions", f"{mem['many']:.1f} MB", "one turn each"),
         (
             "marginal USS per live session",
