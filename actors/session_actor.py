@@ -19,7 +19,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from relay.context import ContextSettings
-from relay.request import ChatRequest
+from relay.request import ChatRequest, Target
+from relay.routes import Router
 from relay.runlog import RunNotLive
 from relay.session import Session
 from relay.store import Store, open_store
@@ -42,10 +43,12 @@ class SessionActor:
         self.context = context
         self.sessions: dict[str, Session] = {}
         self.handles: dict[tuple[str, str], DeploymentHandle] = {}
+        # One per process, shared by its sessions; it reads the pools' counters at most once a second.
+        self.router = Router(self._pool_stats, stats_ttl_s=1.0)
 
     def activate(self, session_id: str, user_id: str) -> None:
         self.store.interrupt_running(session_id)
-        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context)
+        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.router)
 
     async def chat(self, session_id: str, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
         session = self.sessions.get(session_id)
@@ -77,6 +80,14 @@ class SessionActor:
             await asyncio.wait_for(self._handle(pool_app, provider).stats.remote(), timeout=30.0)
         except Exception:
             log.warning("warming the handle to pool %s failed", provider, exc_info=True)
+
+    async def _pool_stats(self, target: Target) -> dict[str, Any] | None:
+        """A pool's counters (in flight, moving TTFT, breaker) for routing; None when it does not answer quickly."""
+        try:
+            return await asyncio.wait_for(self._handle(target.pool_app, target.provider).stats.remote(), timeout=2.0)
+        except Exception:
+            log.warning("pool %s did not report its counters; routing goes without them", target.provider)
+            return None
 
     async def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
         response = self._handle(request.pool_app, request.provider).stream.options(stream=True).remote(request)

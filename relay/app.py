@@ -38,6 +38,7 @@ from .http import USER_HEADER, caller, error_response, read_json
 from .media import MediaPolicy, normalize_messages
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
 from .openapi import openapi_route
+from .planner import TurnPlanner
 from .playground import playground_routes
 from .providers import adapter_class
 from .reply import Reply
@@ -153,6 +154,7 @@ class Ingress:
         self.configured = {p.provider_id for p in settings.providers}
         self.websockets: WebSocketManager | None = None
         self.draining: set[asyncio.Task[None]] = set()
+        self.planner = TurnPlanner(settings, backend.store)
 
     def _require_admin(self, request: Request) -> None:
         """Admin routes need the admin key when one is configured; on the loopback default the local user is admin."""
@@ -166,18 +168,39 @@ class Ingress:
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise PermissionDenied("The admin key is not valid")
 
-    async def chat_request(self, body: _ChatBase, model: str | None, provider_id: str | None) -> ChatRequest:
-        """Resolve the provider and its fallback chain, and refuse unsupported features before any upstream call."""
-        provider, resolved = await self._resolve(model, provider_id)
-        chat = to_chat_request(body, provider=provider.provider_id, model=resolved, media=self.media)
-        chat.pool_app = provider.pool_app
-        for i, name in enumerate(body.fallbacks or provider.fallbacks):
+    async def chat_request(
+        self,
+        body: _ChatBase,
+        model: str | None,
+        provider_id: str | None,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> ChatRequest:
+        """Resolve the provider (or route) and its fallback chain, enable the turn's server-side tools, and refuse
+        unsupported features before any upstream call."""
+        route = self.planner.route(model, provider_id)
+        if route is not None:
+            plan, providers = await self.planner.route_plan(route, self._resolve)
+            first = plan.pools[0]
+            chat = to_chat_request(body, provider=first.provider, model=first.model, media=self.media)
+            chat.route, chat.pool_app = plan, first.pool_app
+            fallbacks = body.fallbacks or route.fallbacks
+            self.planner.apply_cache(chat, route)
+        else:
+            provider, resolved = await self._resolve(model, provider_id)
+            chat = to_chat_request(body, provider=provider.provider_id, model=resolved, media=self.media)
+            chat.pool_app = provider.pool_app
+            fallbacks, providers = body.fallbacks or provider.fallbacks, [provider]
+        for i, name in enumerate(fallbacks):
             try:
                 fallback, fallback_model = await self._resolve(name, None)
             except NotFound:
                 raise InvalidRequest(f"Unknown fallback provider '{name}'", param=f"fallbacks[{i}]") from None
             chat.fallbacks.append(Target(fallback.provider_id, fallback_model, fallback.pool_app))
-        adapter_class(provider).check_features(provider, chat)
+        self.planner.enable_tools(chat, body.relay_tools, session_id, user_id)
+        for provider in providers:
+            adapter_class(provider).check_features(provider, chat)
         return chat
 
     async def _resolve(self, model: str | None, provider_id: str | None) -> tuple[ProviderConfig, str]:
@@ -211,20 +234,23 @@ class Ingress:
         body = parse_body(ChatCompletionBody, await read_json(request))
         if body.stream_options is not None and not body.stream:
             raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
-        chat = await self.chat_request(body, body.model, None)
-        turn = await self.backend.open_turn(
-            session_id=_session_id(request.headers.get(SESSION_HEADER)),
-            user_id=caller(request, body.user),
-            request=chat,
-        )
+        session_id, user_id = _session_id(request.headers.get(SESSION_HEADER)), caller(request, body.user)
+        chat = await self.chat_request(body, body.model, None, session_id=session_id, user_id=user_id)
+        turn = await self.backend.open_turn(session_id=session_id, user_id=user_id, request=chat)
         headers = {SESSION_HEADER: turn.session_id}
         first = await _first_batch(turn)
+        headers |= self.planner.cache_header(chat, first)
         if not body.stream:
             reply = await _collect(turn, first)
             if reply.error:  # a non-streamed reply is whole or an error; partial text stays in the stored run
                 return error_response(from_event(reply.error), headers)
-            return JSONResponse(openai_completion(reply, body.model), headers=headers)
-        encoder = OpenAIChunkEncoder(body.model, include_usage=bool((body.stream_options or {}).get("include_usage")))
+            return JSONResponse(openai_completion(reply, body.model, relay_events=body.relay_events), headers=headers)
+        encoder = OpenAIChunkEncoder(
+            body.model,
+            include_usage=bool((body.stream_options or {}).get("include_usage")),
+            server_tools=frozenset(chat.tools.names if chat.tools else ()),
+            relay_events=body.relay_events,
+        )
         return StreamingResponse(
             _encode(_chain(first, turn), turn.close, encoder.encode),
             media_type="text/event-stream",
@@ -239,7 +265,7 @@ class Ingress:
         check_mode(generator)
         if generator.mode == GeneratorMode.INTERLEAVED:
             return await self._interleaved(body, user_id, session_id)
-        chat = await self.chat_request(body, body.model, body.provider_id)
+        chat = await self.chat_request(body, body.model, body.provider_id, session_id=session_id, user_id=user_id)
         opening = self.backend.open_turn(session_id=session_id, user_id=user_id, request=chat)
         if body.resumable:
             # Opened outside the request's context: the run must not be a child that the request's cancellation
@@ -249,6 +275,7 @@ class Ingress:
             turn = await opening
         headers = {SESSION_HEADER: turn.session_id}
         first = await _first_batch(turn)
+        headers |= self.planner.cache_header(chat, first)
         if body.stream_format == "json":
             reply = await _collect(turn, first)
             finish = {
@@ -402,7 +429,8 @@ class Ingress:
 
     async def provider_health(self, request: Request) -> Response:
         pools = await self.backend.provider_health()
-        return JSONResponse({"status": "ok" if all(p["ok"] for p in pools) else "degraded", "providers": pools})
+        health = {"status": "ok" if all(p["ok"] for p in pools) else "degraded", "providers": pools}
+        return JSONResponse(health | ({"routes": self.planner.health(pools)} if self.planner.routes else {}))
 
     async def stats(self, request: Request) -> Response:
         """The seed's ``get_system_stats``: sessions, actors, pools, WebSocket connections."""

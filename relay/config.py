@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .context import ContextSettings
+from .routes import RouteConfig
+from .tools.registry import ToolSettings
 
 __all__ = [
     "ProviderConfig",
@@ -134,12 +136,29 @@ class RelaySettings(BaseModel):
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None
+    # Server-side tools: where they come from, their limits, and the ones enabled by default (relay.tools).
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    # Load-balanced routes: a name clients use as their model, over several pools (relay.routes).
+    routes: list[RouteConfig] = Field(default_factory=list)
 
     def model_post_init(self, context: Any) -> None:
         if not self.providers:
             self.providers = default_providers()
         if self.default_provider is None:
             self.default_provider = self.providers[0].provider_id
+        self._check_routes()
+
+    def _check_routes(self) -> None:
+        """A route names configured pools, and no provider or other route shares its name."""
+        known = {p.provider_id for p in self.providers}
+        names: set[str] = set()
+        for route in self.routes:
+            if route.name in known or route.name in names:
+                raise ValueError(f"route '{route.name}': the name is already a provider or another route")
+            names.add(route.name)
+            for pool in route.pools:
+                if pool.provider not in known:
+                    raise ValueError(f"route '{route.name}': pool '{pool.provider}' is not a configured provider")
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.provider_id == provider_id), None)

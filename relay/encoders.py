@@ -65,11 +65,26 @@ class OpenAIChunkEncoder:
     One ``id`` and ``created`` per stream; the first chunk carries the role; the
     finish chunk has an empty delta; usage comes in its own chunk with
     ``choices: []`` when ``include_usage`` is set; the stream ends with ``[DONE]``.
+
+    Calls to ``server_tools`` (the ones Relay runs itself) are not the client's
+    to answer, so they are left out, as are their executions; with
+    ``relay_events`` the client opted in to see them, each event whole in a
+    ``relay_event`` field of a chunk with ``choices: []``.
     """
 
-    def __init__(self, model: str, *, include_usage: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        include_usage: bool = False,
+        server_tools: frozenset[str] = frozenset(),
+        relay_events: bool = False,
+    ) -> None:
         self.model = model
         self.include_usage = include_usage
+        self.server_tools = server_tools
+        self.relay_events = relay_events
+        self._server_calls: set[int] = set()
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self._started = False
@@ -100,7 +115,10 @@ class OpenAIChunkEncoder:
             if text:
                 out += self._chunk({"content": "".join(text)})
                 text = []
-            if kind == "reasoning-delta":
+            if self._relays(event):
+                if self.relay_events:
+                    out += self._frame({"choices": [], "relay_event": event})
+            elif kind == "reasoning-delta":
                 out += self._chunk({"reasoning_content": event["content"]})
             elif kind == "tool-call-start":
                 index = self._tool_index.setdefault(event["index"], len(self._tool_index))
@@ -123,8 +141,8 @@ class OpenAIChunkEncoder:
                 )
             elif kind == "citation":
                 out += self._chunk({"annotations": [openai_annotation(event)]})
-            elif kind == "usage":
-                self._usage = openai_usage(event)
+            elif kind == "usage":  # one per model call; a run with tool steps spends their sum
+                self._usage = _added(self._usage, openai_usage(event))
             elif kind == "error":
                 out += self._frame(
                     {"error": {"message": event["message"], "type": event["error_type"], "param": None, "code": None}}
@@ -137,6 +155,25 @@ class OpenAIChunkEncoder:
         if text:
             out += self._chunk({"content": "".join(text)})
         return bytes(out)
+
+
+    def _relays(self, event: dict[str, Any]) -> bool:
+        """A server-side tool's call or execution: Relay's business, not the client's."""
+        kind = event["type"]
+        if kind.startswith("tool-execution-"):
+            return True
+        if kind == "tool-call-start" and event["name"] in self.server_tools:
+            self._server_calls.add(event["index"])
+        return kind.startswith("tool-call-") and event["index"] in self._server_calls
+
+
+def _added(total: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str, Any]:
+    if total is None:
+        return usage
+    out: dict[str, Any] = {}
+    for key, value in usage.items():
+        out[key] = _added(total.get(key), value) if isinstance(value, dict) else (total.get(key) or 0) + value
+    return out
 
 
 def openai_annotation(citation: dict[str, Any]) -> dict[str, Any]:
@@ -158,10 +195,13 @@ def openai_usage(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def openai_completion(reply: Reply, model: str) -> dict[str, Any]:
+def openai_completion(reply: Reply, model: str, *, relay_events: bool = False) -> dict[str, Any]:
+    """The whole reply; the tool calls Relay ran itself show only to a client that opted in (``relay_tool_calls``)."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
-    if reply.tool_calls:
-        message["tool_calls"] = reply.tool_call_list()
+    if calls := reply.client_tool_calls():
+        message["tool_calls"] = calls
+    if relay_events and (executed := reply.executed_tool_calls()):
+        message["relay_tool_calls"] = executed
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning_content
     if reply.citations:

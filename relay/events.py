@@ -20,6 +20,9 @@ __all__ = [
     "ToolCallStart",
     "ToolCallDelta",
     "ToolCallEnd",
+    "ToolExecutionStart",
+    "ToolExecutionEnd",
+    "CacheHit",
     "UsageEvent",
     "CitationEvent",
     "StatusEvent",
@@ -32,6 +35,9 @@ __all__ = [
     "status",
     "error_event",
     "finish",
+    "tool_execution_start",
+    "tool_execution_end",
+    "cache_hit",
 ]
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error", "cancelled"]
@@ -79,6 +85,36 @@ class ToolCallEnd(_Event):
     tool_call_id: str
     name: str
     arguments: str
+
+
+class ToolExecutionStart(_Event):
+    """Relay starts running a server-side tool the model called (``step``: which model call asked for it)."""
+
+    type: Literal["tool-execution-start"] = "tool-execution-start"
+    tool_call_id: str
+    name: str
+    arguments: str
+    step: int
+
+
+class ToolExecutionEnd(_Event):
+    """A server-side tool finished: ``result`` (what the model reads) or ``error`` (raised, timed out, too big)."""
+
+    type: Literal["tool-execution-end"] = "tool-execution-end"
+    tool_call_id: str
+    name: str
+    result: str | None = None
+    error: str | None = None
+    duration_ms: float
+    step: int
+
+
+class CacheHit(_Event):
+    """The reply comes from the route's response cache; ``age_s`` since it was stored."""
+
+    type: Literal["cache-hit"] = "cache-hit"
+    route: str
+    age_s: float
 
 
 class UsageEvent(_Event):
@@ -148,6 +184,9 @@ Event = Annotated[
     | ToolCallStart
     | ToolCallDelta
     | ToolCallEnd
+    | ToolExecutionStart
+    | ToolExecutionEnd
+    | CacheHit
     | UsageEvent
     | CitationEvent
     | StatusEvent
@@ -192,3 +231,25 @@ def error_event(error_type: str, message: str, *, retryable: bool = False, statu
 
 def finish(reason: str, **fields: Any) -> dict[str, Any]:
     return {"type": "finish", "reason": reason, **fields}
+
+
+def tool_execution_start(tool_call_id: str, name: str, arguments: str, step: int) -> dict[str, Any]:
+    return {
+        "type": "tool-execution-start",
+        "tool_call_id": tool_call_id,
+        "name": name,
+        "arguments": arguments,
+        "step": step,
+    }
+
+
+def tool_execution_end(
+    tool_call_id: str, name: str, *, result: str | None, error: str | None, duration_ms: float, step: int
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "tool-execution-end", "tool_call_id": tool_call_id, "name": name}
+    event["result" if error is None else "error"] = result if error is None else error
+    return event | {"duration_ms": duration_ms, "step": step}
+
+
+def cache_hit(route: str, age_s: float) -> dict[str, Any]:
+    return {"type": "cache-hit", "route": route, "age_s": age_s}

@@ -15,7 +15,8 @@ from .config import ProviderConfig, RelaySettings
 from .errors import Conflict, NotFound
 from .providers.runtime import ProviderRuntime
 from .registry import ProviderRegistry
-from .request import ChatRequest
+from .request import ChatRequest, Target
+from .routes import Router
 from .runlog import RunNotLive
 from .session import Session
 from .store import Store, open_store
@@ -33,9 +34,15 @@ class LocalBackend(StoredSessions):
         self.configs += self.registry.load()
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
+        # One process: the pools' counters are right here, fresh on every pick.
+        self.router = Router(self._pool_stats, stats_ttl_s=0.0)
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         return self.configs
+
+    async def _pool_stats(self, target: Target) -> dict[str, Any] | None:
+        runtime = self.runtimes.get(target.provider)
+        return runtime.stats() if runtime is not None else None
 
     def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
         return self.runtimes[request.provider].stream(request)
@@ -48,7 +55,9 @@ class LocalBackend(StoredSessions):
                 self.store.create_session(user_id, session_id)
             self.store.owned_session(session_id, user_id)
             self.store.interrupt_running(session_id)
-        session = self.sessions.setdefault(session_id, Session(self.store, session_id, user_id, self.settings.context))
+        session = self.sessions.setdefault(
+            session_id, Session(self.store, session_id, user_id, self.settings.context, self.router)
+        )
         if session.user_id != user_id:
             raise NotFound(f"Session '{session_id}' not found", param="session_id")
         return session

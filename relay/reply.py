@@ -4,6 +4,10 @@ A signed reasoning delta closes a thinking block. The blocks travel with the
 assistant message (``thinking_blocks``, as LiteLLM names them) because Anthropic
 requires them, signature intact, ahead of ``tool_use`` in the next request when
 thinking is on.
+
+A tool call that Relay ran server-side (a ``tool-execution-end`` names it)
+carries its ``execution`` (result or error, duration, step) in the run's stored
+history; the calls left for the client are ``client_tool_calls``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class Reply:
     thinking_blocks: list[dict[str, Any]] = field(default_factory=list)
     _thinking_from: int = 0  # where in ``reasoning`` the open thinking block starts
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    executions: dict[str, dict[str, Any]] = field(default_factory=dict)  # tool_call_id: what running it gave
     citations: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
@@ -47,12 +52,16 @@ class Reply:
             self.tool_calls[event["index"]]["function"]["arguments"] += event["arguments_delta"]
         elif kind == "tool-call-end":
             self.tool_calls[event["index"]]["function"]["arguments"] = event["arguments"]
+        elif kind == "tool-execution-end":
+            self.executions[event["tool_call_id"]] = {
+                key: event[key] for key in ("result", "error", "duration_ms", "step") if key in event
+            }
         elif kind == "citation":
             self.citations.append({key: value for key, value in event.items() if key not in ("type", "id", "provider")})
-        elif kind == "usage":
+        elif kind == "usage":  # one per model call: a run with tool steps makes several, and spends their sum
             for key, value in event.items():
                 if key.endswith("_tokens"):
-                    self.usage[key] = value
+                    self.usage[key] = self.usage.get(key, 0) + value
         elif kind == "error":
             self.error = {
                 key: event[key]
@@ -79,13 +88,27 @@ class Reply:
         rest = "".join(self.reasoning[self._thinking_from :])
         return self.thinking_blocks + ([{"type": "thinking", "thinking": rest, "signature": ""}] if rest else [])
 
-    def tool_call_list(self) -> list[dict[str, Any]]:
+    def _calls(self) -> list[dict[str, Any]]:
         return [self.tool_calls[index] for index in sorted(self.tool_calls)]
+
+    def tool_call_list(self) -> list[dict[str, Any]]:
+        """Every call, with its ``execution`` when Relay ran it: the run's tool-call history."""
+        executions = self.executions
+        return [
+            call | {"execution": executions[call["id"]]} if call["id"] in executions else call for call in self._calls()
+        ]
+
+    def client_tool_calls(self) -> list[dict[str, Any]]:
+        """The calls Relay did not run: the client's to answer."""
+        return [call for call in self._calls() if call["id"] not in self.executions]
+
+    def executed_tool_calls(self) -> list[dict[str, Any]]:
+        return [call for call in self.tool_call_list() if "execution" in call]
 
     def assistant_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.tool_calls:
-            message["tool_calls"] = self.tool_call_list()
+            message["tool_calls"] = self._calls()
         if self.thinking_blocks:
             message["thinking_blocks"] = self.thinking_blocks
         return message

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cache import CachePolicy
+    from .routes import RoutePlan
+    from .tools import ToolSet
 
 __all__ = ["ChatRequest", "Target", "last_user_text"]
 
@@ -35,9 +40,18 @@ class ChatRequest:
     fallbacks: list[Target] = field(default_factory=list)
     # Cross-session user memory for this turn (read and written), when the server has it configured.
     memory: bool = True
+    # The session's concerns, never sent on to a pool (``for_pool``): server-side tools the session runs, the
+    # route it balances over, and the response cache entry it may answer from.
+    tools: ToolSet | None = None
+    route: RoutePlan | None = None
+    cache: CachePolicy | None = None
 
     def with_messages(self, messages: list[dict[str, Any]]) -> ChatRequest:
         return replace(self, messages=messages)
+
+    def for_pool(self, messages: list[dict[str, Any]]) -> ChatRequest:
+        """What a provider pool receives: these messages, without what only the session acts on."""
+        return replace(self, messages=messages, tools=None, route=None, cache=None)
 
     def retarget(self, target: Target) -> ChatRequest:
         return replace(self, provider=target.provider, model=target.model, pool_app=target.pool_app, fallbacks=[])

@@ -105,6 +105,10 @@ class _ChatBase(BaseModel):
     # False: this turn neither reads nor feeds the user's cross-session memory.
     memory: bool = True
     response_format: dict[str, Any] | None = None
+    # Server-side tools this turn may run, by name (relay.tools); absent: the session's default, else the server's.
+    relay_tools: list[str] | None = Field(default=None, max_length=64)
+    # True: the OpenAI-compatible reply also carries Relay's own tool events (``relay_event`` chunks).
+    relay_events: bool = False
 
     @field_validator("response_format")
     @classmethod

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from . import events
+from .cache import ResponseCache
 from .context import (
     ContextSettings,
     build_context,
@@ -31,8 +32,9 @@ from .errors import RelayError, as_relay_error
 from .events import finish
 from .reply import Reply
 from .request import ChatRequest, last_user_text
-from .resilience import with_fallback
+from .routes import Router
 from .runlog import RunLog, RunNotLive
+from .steps import RunSteps
 from .store import Store, new_id
 
 __all__ = ["Session", "StreamOpener", "history_message"]
@@ -40,7 +42,7 @@ __all__ = ["Session", "StreamOpener", "history_message"]
 log = logging.getLogger("relay.session")
 
 StreamOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
-_HISTORY_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "thinking_blocks")
+_HISTORY_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "is_error", "thinking_blocks")
 
 
 def history_message(stored: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +51,18 @@ def history_message(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 class Session:
-    def __init__(self, store: Store, session_id: str, user_id: str, context: ContextSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        session_id: str,
+        user_id: str,
+        context: ContextSettings | None = None,
+        router: Router | None = None,
+    ) -> None:
         self.store = store
+        # Shared by the process's sessions, so that least-busy routing counts all of its streams.
+        self.router = router or Router()
+        self.cache = ResponseCache(store)
         self.session_id = session_id
         self.user_id = user_id
         self.context = context or ContextSettings()
@@ -102,11 +114,18 @@ class Session:
         )
         self.history.extend(request.messages)
         run_log = self.live_runs[run_id] = RunLog(run_id)
-        reply = Reply()
         started = time.monotonic()
         ttft: float | None = None
         status = "interrupted"
-        served = request
+        steps = RunSteps(
+            request,
+            [],
+            open_stream,
+            commit=lambda message: self._commit(message, run_id),
+            router=self.router,
+            cache=self.cache,
+        )
+        reply = steps.reply
         try:
             yield run_log.add([events.status("started", run_id=run_id)])
             older, recent = split_history(self.history, self.context.history_max_runs, self.context.history_max_tokens)
@@ -115,15 +134,14 @@ class Session:
                     [events.status("summarizing", f"summarizing {len(older) - self.summary_covers} older messages")]
                 )
                 await self._summary_within(older, open_stream)
-            messages = build_context(self.history, recent, self.summary, self.summary_topics, self._facts(request))
-            async for attempt, batch in with_fallback(request.with_messages(messages), open_stream):
-                served = attempt
-                if ttft is None and any(event["type"] != "status" for event in batch):
-                    ttft = time.monotonic() - started
-                reply.extend(batch)
-                if batch[-1]["type"] == "finish":  # the session sends its own, with run id and metrics
-                    batch = batch[:-1]
-                if batch:
+            steps.messages = build_context(
+                self.history, recent, self.summary, self.summary_topics, self._facts(request)
+            )
+            # aclosing: a run stopped mid-step still commits that step's messages (the steps' own finally)
+            async with contextlib.aclosing(steps.batches()) as batches:
+                async for batch in batches:
+                    if ttft is None and any(event["type"] != "status" for event in batch):
+                        ttft = time.monotonic() - started
                     yield run_log.add(batch)
             status = "completed" if reply.error is None else "failed"
             if status == "completed" and self.context.memory_provider and request.memory:
@@ -141,14 +159,19 @@ class Session:
             reply.finish_reason = "error"
             yield run_log.add([error.to_event()])
         finally:
-            final = self._finish(run_id, reply, started, ttft, served)
+            final = self._finish(run_id, reply, started, ttft, steps.served)
             if status == "cancelled":
                 final["reason"] = "cancelled"
             run_log.add([final])
             run_log.close()
-            self._persist(run_id, status, reply, started, ttft, served, run_log.events)
+            self._persist(run_id, status, reply, started, ttft, steps.served, run_log.events)
             del self.live_runs[run_id]
         yield [final]
+
+    def _commit(self, message: dict[str, Any], run_id: str) -> None:
+        """A step's assistant or tool message: history first, then durable."""
+        self.history.append(message)
+        self.store.append_message(self.session_id, message, run_id)
 
     async def tail(self, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
         """A running run's events after ``after``, then live; ``RunNotLive`` when it is not running here."""
@@ -229,10 +252,7 @@ class Session:
         served: ChatRequest,
         run_events: list[dict[str, Any]],
     ) -> None:
-        if reply.text or reply.tool_calls:
-            message = reply.assistant_message()
-            self.history.append(message)
-            self.store.append_message(self.session_id, message, run_id)
+        """The run's row; its messages were committed step by step (``relay.steps``)."""
         self.store.finish_run(
             run_id,
             status=status,

@@ -22,7 +22,10 @@ from ..structured import output_schema, validated
 from . import adapter_class
 from .base import BaseProviderAdapter
 
-__all__ = ["ProviderRuntime"]
+__all__ = ["ProviderRuntime", "TTFT_EWMA_ALPHA"]
+
+# Weight of the newest sample in the moving TTFT average that latency routing reads (~the last 10 requests).
+TTFT_EWMA_ALPHA = 0.2
 
 
 class ProviderRuntime:
@@ -34,6 +37,9 @@ class ProviderRuntime:
         self.policy = RetryPolicy(config.max_retries, config.retry_base_s, config.retry_max_s)
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset_s)
         self.counters = {"requests": 0, "completed": 0, "errors": 0, "ttft_ms_total": 0.0, "duration_ms_total": 0.0}
+        # Streams this runtime carries now, and the moving TTFT average: what routes balance on (relay.routes).
+        self.in_flight = 0
+        self.ttft_ewma_ms: float | None = None
         # A provider whose adapter cannot be built still deploys; its requests get the reason as a clear error.
         self.adapter: BaseProviderAdapter | None = None
         self.unavailable: RelayError | None = None
@@ -58,6 +64,7 @@ class ProviderRuntime:
     async def _measured(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         counters = self.counters
         counters["requests"] += 1
+        self.in_flight += 1
         started = time.perf_counter()
         first = True
         failed = False  # an error event (an invalid structured output) ends the stream without raising
@@ -65,13 +72,18 @@ class ProviderRuntime:
             async with contextlib.aclosing(events):
                 async for event in events:
                     if first and event["type"] != "status":
-                        counters["ttft_ms_total"] += (time.perf_counter() - started) * 1000
+                        ttft_ms = (time.perf_counter() - started) * 1000
+                        counters["ttft_ms_total"] += ttft_ms
+                        ewma = self.ttft_ewma_ms
+                        self.ttft_ewma_ms = ttft_ms if ewma is None else ewma + TTFT_EWMA_ALPHA * (ttft_ms - ewma)
                         first = False
                     failed = failed or event["type"] == "error"
                     yield event
         except RelayError:
             counters["errors"] += 1
             raise
+        finally:
+            self.in_flight -= 1
         if failed:
             counters["errors"] += 1
             return
@@ -87,8 +99,9 @@ class ProviderRuntime:
             "requests": c["requests"],
             "completed": c["completed"],
             "errors": c["errors"],
-            "in_flight": self.gauge.active,
+            "in_flight": self.in_flight,
             "mean_ttft_ms": round(c["ttft_ms_total"] / c["requests"], 2) if c["requests"] else None,
+            "ttft_ewma_ms": round(self.ttft_ewma_ms, 2) if self.ttft_ewma_ms is not None else None,
             "mean_duration_ms": round(c["duration_ms_total"] / c["completed"], 2) if c["completed"] else None,
             "breaker": self.breaker.state,
         }
@@ -103,6 +116,9 @@ class ProviderRuntime:
             "provider_type": self.config.provider_type,
             "breaker": self.breaker.snapshot(),
             "active_streams": self.gauge.active,
+            "requests": self.counters["requests"],
+            "in_flight": self.in_flight,
+            "ttft_ewma_ms": round(self.ttft_ewma_ms, 2) if self.ttft_ewma_ms is not None else None,
         }
         if self.adapter is None:
             return base | {"reachable": False, "ok": False, "error": str(self.unavailable)}

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ..errors import Conflict, NotFound
+from .responses import ResponseCacheRows
 
 __all__ = ["Store", "new_id", "RUN_STATUSES", "MIGRATIONS", "Dialect"]
 
@@ -107,6 +108,17 @@ MIGRATIONS: list[Sequence[str]] = [
     ),
     ("ALTER TABLE runs ADD COLUMN feedback TEXT",),
     ("ALTER TABLE runs ADD COLUMN events TEXT",),
+    (
+        # relay.cache: one row per exact request on a cached route, replayed until it expires.
+        """CREATE TABLE IF NOT EXISTS response_cache (
+            cache_key TEXT PRIMARY KEY,
+            route TEXT NOT NULL,
+            events TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            expires_at {real} NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS response_cache_route ON response_cache (route, created_at)",
+    ),
 ]
 
 
@@ -130,7 +142,7 @@ def _without_events(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class Store(abc.ABC):
+class Store(ResponseCacheRows, abc.ABC):
     """The store interface every backend implements; each statement is one short transaction."""
 
     dialect: Dialect

@@ -26,6 +26,13 @@ The ``model`` picks a script, streamed (``stream: true``) or as one completion:
   ``get_weather``) with ``{"city": "Paris"}`` in fragments; finish ``tool_calls``.
 - ``fake-parallel-tools``: ``call_a`` (Paris, index 0) and ``call_b`` (Rome,
   index 1), their argument fragments interleaved; finish ``tool_calls``.
+- ``fake-call-<name>[+<name>…]``: one call per named tool, ids
+  ``call_<turn>_<i>`` (``<turn>``: the assistant messages so far, plus one),
+  arguments in two fragments: the last user message (a JSON object) when one
+  tool is named, else that object's entry for each tool; finish
+  ``tool_calls``. After a tool result it answers like any model (below).
+- ``fake-loop-<name>[+<name>…]``: the same, and it calls again after every
+  tool result, never answering (a run's step limit ends it).
 - ``fake-citations``: ``Hello world`` and a delta with a ``url_citation``
   annotation over ``Hello``, as OpenAI's search models send.
 - ``fake-reasoning``: DeepSeek's ``reasoning_content``, vLLM's ``reasoning``,
@@ -76,6 +83,7 @@ PART_MARKERS = {"image_url": " [image]", "input_audio": " [audio]", "file": " [f
 AUDIO_FORMATS = ("wav", "mp3")
 IMAGE_URL = re.compile(r"https?://\S+|data:image/[\w.+-]+;base64,.*", re.DOTALL)
 FLAKY = re.compile(r"fake-(unavailable-)?flaky-(\d+)")
+CALLS = re.compile(r"fake-(call|loop)-([\w+-]+)")
 HANG_S = 30.0
 # status: (message, type, code, extra headers)
 STATUS_ERRORS: dict[int, tuple[str, str, str | None, dict[str, str]]] = {
@@ -286,6 +294,9 @@ def _script(model: str, body: dict[str, Any]) -> Script:
         return Script([{"content": "partial "}], ending="error")
     if model == "fake-drop":
         return Script([{"content": word} for word in ("this ", "gets ", "cut ")], ending="drop")
+    calls = CALLS.fullmatch(model)
+    if calls and (calls[1] == "loop" or messages[-1]["role"] != "tool"):
+        return _named_calls(calls[2].split("+"), messages)
     if messages[-1]["role"] == "tool":
         return Script([{"content": "Tool said: "}, {"content": _text(messages[-1].get("content"))}])
     tool = next(iter(body.get("tools") or []), None)
@@ -308,6 +319,18 @@ def _script(model: str, body: dict[str, Any]) -> Script:
     if model == "fake-reasoning":
         return Script([{"reasoning_content": "think "}, {"reasoning": "more"}, {"content": text}])
     return _echo(text, body)
+
+
+def _named_calls(names: list[str], messages: list[dict[str, Any]]) -> Script:
+    turn = 1 + sum(message["role"] == "assistant" for message in messages)
+    given = _user_text(messages)
+    deltas = []
+    for index, name in enumerate(names):
+        arguments = given if len(names) == 1 else orjson.dumps(orjson.loads(given)[name]).decode()
+        half = len(arguments) // 2
+        deltas += [_call_start(index, f"call_{turn}_{index}", name), _arguments(index, arguments[:half])]
+        deltas.append(_arguments(index, arguments[half:]))
+    return Script(deltas, "tool_calls")
 
 
 def _message(deltas: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""Server-side tools: typed Python functions the session runs when the model calls them.
+
+``schema`` turns a function into a ``Tool`` (JSON schema from its signature
+and docstring), ``registry`` gathers them (built-ins, config, the
+``relay.tools`` entry points), ``executor`` runs one call safely, and
+``relay.steps`` drives the model ↔ tools loop of a run.
+"""
+
+from __future__ import annotations
+
+from .builtin import calculator, current_time
+from .executor import ToolOutcome, execute
+from .registry import ENTRY_POINT_GROUP, ToolRegistry, ToolSettings
+from .schema import Tool, ToolSet, tool, tool_from_function
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Tool",
+    "ToolOutcome",
+    "ToolRegistry",
+    "ToolSet",
+    "ToolSettings",
+    "calculator",
+    "current_time",
+    "execute",
+    "tool",
+    "tool_from_function",
+]
