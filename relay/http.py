@@ -10,11 +10,13 @@ from starlette.responses import JSONResponse
 
 from .errors import InvalidRequest, PayloadTooLarge, RelayError, UnsupportedMediaType
 
-__all__ = ["USER_HEADER", "MAX_BODY_BYTES", "error_response", "read_json", "int_param", "caller"]
+__all__ = ["USER_HEADER", "MAX_BODY_BYTES", "MAX_DEPTH", "error_response", "read_json", "int_param", "caller"]
 
 USER_HEADER = "X-User-Id"
 # A body carries at most a few inline media files (relay.media reads up to 20 MiB each, base64 adds a third).
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# JSON nesting allowed in a body: the store's JSON encoder stops at 255 levels and pickling across Ray near 1,000.
+MAX_DEPTH = 64
 # SQLite and PostgreSQL integers are 64-bit: a larger query value would fail in the store, not here.
 _MAX_INT = 2**63 - 1
 
@@ -27,7 +29,8 @@ def error_response(error: RelayError, headers: dict[str, str] | None = None) -> 
 
 
 async def read_json(request: Request) -> Any:
-    """The JSON body: refused unless declared as JSON (a missing Content-Type is taken as JSON), and capped."""
+    """The JSON body: refused unless declared as JSON (a missing Content-Type is taken as JSON), capped in size
+    and in depth."""
     media_type = (request.headers.get("content-type") or "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(
@@ -44,9 +47,23 @@ async def read_json(request: Request) -> Any:
     if not body:
         raise InvalidRequest("The request body is empty; send a JSON object")
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"Malformed JSON body: {exc}") from None
+    if _too_deep(data):
+        raise InvalidRequest(f"The request body nests objects and arrays deeper than {MAX_DEPTH} levels", param="body")
+    return data
+
+
+def _too_deep(data: Any) -> bool:
+    stack = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _too_large() -> PayloadTooLarge:

@@ -295,15 +295,22 @@ class RegisterProviderBody(BaseModel):
         return ProviderConfig.model_validate(fields | {"model": self.model_name})
 
 
+# Pydantic names the branch of a union (``content.str``) in an error's location: the caller's field has no such part.
+_UNION_BRANCH = re.compile(r"^(str|int|float|bool|none|dict|list)$|\[")
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and _UNION_BRANCH.search(part):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
 def validation_error(exc: ValidationError) -> InvalidRequest:
-    first = exc.errors()[0]
+    # The deepest error is the most specific: for a union field, the branch that came closest rather than the first.
+    first = max(exc.errors(), key=lambda error: len(error["loc"]))
     param = _loc(tuple(part for part in first["loc"] if not str(part).startswith("function-")))
     message = first["msg"]
     if not param:
