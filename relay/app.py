@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hmac
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,26 +13,28 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from .auth import Authenticator, AuthMiddleware, caller, require_admin
 from .backend import Backend, Turn
 from .config import ProviderConfig
 from .detached import DetachedRun
 from .encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, encode_text, openai_completion
 from .errors import (
-    AuthenticationFailed,
     Conflict,
     InvalidRequest,
     NotFound,
-    PermissionDenied,
     RelayError,
     as_relay_error,
     from_event,
 )
 from .health import probe_routes
-from .http import USER_HEADER, caller, error_response, read_json
+from .http import USER_HEADER, error_response, read_json
+from .limits import LimitClient, LocalLimits, check_size, metered
+from .logs import REQUEST_ID, RequestIdMiddleware
 from .media import MediaPolicy, normalize_messages
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
 from .openapi import openapi_route
@@ -146,9 +146,10 @@ async def _collect(turn: Turn, first: list[dict[str, Any]]) -> Reply:
 
 
 class Ingress:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, limits: LimitClient | None = None) -> None:
         self.backend = backend
         settings = backend.settings
+        self.limits = limits or LocalLimits(settings.limits)
         self.media = MediaPolicy(tuple(Path(d) for d in settings.media_dirs))
         self.admin_key_env = settings.admin_key_env
         self.configured = {p.provider_id for p in settings.providers}
@@ -157,16 +158,34 @@ class Ingress:
         self.planner = TurnPlanner(settings, backend.store)
 
     def _require_admin(self, request: Request) -> None:
-        """Admin routes need the admin key when one is configured; on the loopback default the local user is admin."""
-        expected = os.environ.get(self.admin_key_env)
-        if not expected:
-            return
-        header = request.headers.get("authorization", "")
-        supplied = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-admin-key", "")
-        if not supplied:
-            raise AuthenticationFailed("This route needs the admin key: send 'Authorization: Bearer <key>'")
-        if not hmac.compare_digest(supplied.encode(), expected.encode()):
-            raise PermissionDenied("The admin key is not valid")
+        """Admin routes need an admin key when auth is on; on the loopback default the local user is admin."""
+        require_admin(request, self.admin_key_env)
+
+    async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn:
+        """A turn within the caller's limits: sizes checked, a stream slot leased, its tokens charged when it ends."""
+        limits = self.backend.settings.limits
+        stored = self.backend.store.count_messages(session_id) if session_id and limits.max_session_messages else None
+        check_size(limits, request.messages, stored)
+        request.request_id = request.request_id or REQUEST_ID.get()
+        lease = (await self.limits.acquire(user_id)).raise_if_refused()
+        try:
+            turn = await self.backend.open_turn(session_id=session_id, user_id=user_id, request=request)
+        except BaseException:
+            self.limits.release(lease, 0)
+            raise
+        log.info("turn opened", extra={"session_id": turn.session_id, "user_id": user_id, "provider": request.provider})
+        used = [0]
+
+        async def close() -> None:
+            nonlocal lease
+            try:
+                await turn.close()
+            finally:
+                if lease:
+                    self.limits.release(lease, used[0])
+                    lease = ""
+
+        return Turn(turn.session_id, metered(turn.batches, limits.request_timeout_s, used), close)
 
     async def chat_request(
         self,
@@ -192,6 +211,7 @@ class Ingress:
             chat = to_chat_request(body, provider=provider.provider_id, model=resolved, media=self.media)
             chat.pool_app = provider.pool_app
             fallbacks, providers = body.fallbacks or provider.fallbacks, [provider]
+        chat.request_id = REQUEST_ID.get()
         for i, name in enumerate(fallbacks):
             try:
                 fallback, fallback_model = await self._resolve(name, None)
@@ -236,7 +256,7 @@ class Ingress:
             raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
         session_id, user_id = _session_id(request.headers.get(SESSION_HEADER)), caller(request, body.user)
         chat = await self.chat_request(body, body.model, None, session_id=session_id, user_id=user_id)
-        turn = await self.backend.open_turn(session_id=session_id, user_id=user_id, request=chat)
+        turn = await self.open_turn(session_id=session_id, user_id=user_id, request=chat)
         headers = {SESSION_HEADER: turn.session_id}
         first = await _first_batch(turn)
         headers |= self.planner.cache_header(chat, first)
@@ -266,7 +286,7 @@ class Ingress:
         if generator.mode == GeneratorMode.INTERLEAVED:
             return await self._interleaved(body, user_id, session_id)
         chat = await self.chat_request(body, body.model, body.provider_id, session_id=session_id, user_id=user_id)
-        opening = self.backend.open_turn(session_id=session_id, user_id=user_id, request=chat)
+        opening = self.open_turn(session_id=session_id, user_id=user_id, request=chat)
         if body.resumable:
             # Opened outside the request's context: the run must not be a child that the request's cancellation
             # reaches when its caller drops (Ray Serve cancels a request's sub-tasks recursively).
@@ -345,7 +365,7 @@ class Ingress:
             for provider_id in body.provider_ids:
                 chat = await self.chat_request(body, None, provider_id)
                 per_provider = f"{session_id}.{provider_id}" if session_id else None
-                turns[provider_id] = await self.backend.open_turn(
+                turns[provider_id] = await self.open_turn(
                     session_id=per_provider, user_id=user_id, request=chat
                 )
         except BaseException:
@@ -374,7 +394,7 @@ class Ingress:
                 user=(body.metadata or {}).get("user_id"),
             )
             adapter_class(provider).check_features(provider, chat)
-            turn = await self.backend.open_turn(
+            turn = await self.open_turn(
                 session_id=_session_id(request.headers.get(SESSION_HEADER)), user_id=caller(request), request=chat
             )
             headers = {SESSION_HEADER: turn.session_id}
@@ -428,12 +448,14 @@ class Ingress:
         return JSONResponse({"provider_id": provider_id, "status": "deleted"})
 
     async def provider_health(self, request: Request) -> Response:
+        self._require_admin(request)
         pools = await self.backend.provider_health()
         health = {"status": "ok" if all(p["ok"] for p in pools) else "degraded", "providers": pools}
         return JSONResponse(health | ({"routes": self.planner.health(pools)} if self.planner.routes else {}))
 
     async def stats(self, request: Request) -> Response:
         """The seed's ``get_system_stats``: sessions, actors, pools, WebSocket connections."""
+        self._require_admin(request)
         stats = await self.backend.stats()
         if self.websockets is not None:
             stats["websocket"] = self.websockets.get_statistics()
@@ -519,8 +541,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(RelayError("Internal server error"))
 
 
-def build_app(backend: Backend) -> Starlette:
-    ingress = Ingress(backend)
+def build_app(backend: Backend, limits: LimitClient | None = None) -> Starlette:
+    """``limits``: the cluster's limiter client; in-process a local one."""
+    ingress = Ingress(backend, limits)
     websockets = WebSocketManager(ingress)
     ingress.websockets = websockets
     routes: list[BaseRoute] = [
@@ -546,4 +569,6 @@ def build_app(backend: Backend) -> Starlette:
         HTTPException: _http_error,
         Exception: _unexpected,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    authenticator = Authenticator(backend.store, backend.settings.auth, backend.settings.admin_key_env)
+    middleware = [Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, authenticator=authenticator)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)

@@ -17,6 +17,7 @@ import orjson
 import yaml
 
 from .evaluation.cli import add_eval_parser, run_eval
+from .keys_cli import add_keys_parser, run_keys
 
 __all__ = ["main", "is_loopback", "load_serve_config"]
 
@@ -71,11 +72,15 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     host, port = config["http_options"]["host"], config["http_options"]["port"]
-    if not is_loopback(host):
+    if not is_loopback(host) and not _auth_configured(config):
         log.error(
-            "refusing to bind %s: auth is not configured. Bind to 127.0.0.1, or configure API keys "
-            "before exposing Relay on a network.",
+            "refusing to bind %s: auth is not configured, so anyone who can reach this address could chat as any "
+            "user and use your provider keys. Create a key first: `relay keys create --user NAME --admin "
+            "--data-dir %s` (auth turns on once a key exists), or set `auth: required` in the application's args "
+            "in %s. To stay local, bind to 127.0.0.1.",
             host,
+            args.data_dir,
+            config_path,
         )
         return 2
 
@@ -94,10 +99,9 @@ def _serve(args: argparse.Namespace) -> int:
         except DeployFailed as exc:
             log.error("deploy failed: %s", exc)
             return 1
-        stats = httpx.get(f"http://{host}:{port}/api/stats", timeout=30).json()
-        providers = ", ".join(
-            f"{p['provider_id']} ({p['provider_type']}, {p['replicas']} replica)" for p in stats["providers"]
-        )
+        # /readyz answers without a key, so this works with auth on too
+        ready = httpx.get(f"http://{host}:{port}/readyz", timeout=30).json()
+        providers = ", ".join(f"{p['provider_id']} ({p['replicas']} replica, {p['status']})" for p in ready["pools"])
         log.info("Relay is listening on http://%s:%d", host, port)
         log.info("providers up: %s", providers)
         log.info("store: %s", config["applications"][0]["args"].get("store_url"))
@@ -113,9 +117,27 @@ def _serve(args: argparse.Namespace) -> int:
         ray.shutdown()
 
 
+def _auth_configured(config: dict[str, Any]) -> bool:
+    from .auth import AuthSettings
+    from .store import open_store
+
+    args = config["applications"][0].get("args") or {}
+    if AuthSettings.model_validate(args.get("auth") or {}).mode == "required":
+        return True
+    store = open_store(args.get("store_url", "sqlite:///relay.db"))
+    try:
+        return store.has_api_keys()
+    finally:
+        store.close()
+
+
+def _auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    return {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+
+
 def _status(args: argparse.Namespace) -> int:
     try:
-        stats = httpx.get(f"{args.url}/api/stats", timeout=10).raise_for_status().json()
+        stats = httpx.get(f"{args.url}/api/stats", headers=_auth_headers(args), timeout=10).raise_for_status().json()
     except httpx.HTTPError as exc:
         print(f"relay status: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -152,7 +174,7 @@ def _session_lines(sessions: dict[str, Any]) -> list[str]:
 def _chat(args: argparse.Namespace) -> int:
     session_id = args.session
     print("relay chat: type a message, Ctrl-D to quit.", file=sys.stderr)
-    with httpx.Client(base_url=args.url, timeout=None) as client:
+    with httpx.Client(base_url=args.url, timeout=None, headers=_auth_headers(args)) as client:
         while True:
             try:
                 text = input("you> ")
@@ -200,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--provider", default=None)
     chat.add_argument("--session", default=None)
     chat.add_argument("--url", default=DEFAULT_URL)
-    status = commands.add_parser("status", help="live sessions, pools and replicas")
+    status = commands.add_parser("status", help="live sessions, pools and replicas (an admin key when auth is on)")
     status.add_argument("--url", default=DEFAULT_URL)
+    for command in (chat, status):
+        command.add_argument("--api-key", default=os.environ.get("RELAY_API_KEY"), help="default: $RELAY_API_KEY")
+    add_keys_parser(commands)
     add_eval_parser(commands)
     args = parser.parse_args(argv)
-    handler = {"serve": _serve, "chat": _chat, "status": _status, "eval": run_eval}[args.command]
+    handler = {"serve": _serve, "chat": _chat, "status": _status, "keys": run_keys, "eval": run_eval}[args.command]
     return handler(args)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from .auth import AuthSettings
 from .context import ContextSettings
+from .limits import LimitSettings
 from .routes import RouteConfig
 from .tools.registry import ToolSettings
 
@@ -136,6 +138,10 @@ class RelaySettings(BaseModel):
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None
+    # API keys (relay.auth): "required", or "auto": on once the store holds a key.
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    # Per-user rates and concurrent streams, and the caps on one request (relay.limits).
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     # Server-side tools: where they come from, their limits, and the ones enabled by default (relay.tools).
     tools: ToolSettings = Field(default_factory=ToolSettings)
     # Load-balanced routes: a name clients use as their model, over several pools (relay.routes).

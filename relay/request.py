@@ -45,6 +45,8 @@ class ChatRequest:
     tools: ToolSet | None = None
     route: RoutePlan | None = None
     cache: CachePolicy | None = None
+    # The ingress's request id (relay.logs): every process that handles the turn logs under it.
+    request_id: str | None = None
 
     def with_messages(self, messages: list[dict[str, Any]]) -> ChatRequest:
         return replace(self, messages=messages)

@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .auth import caller
 from .backend import Backend
 from .errors import InvalidRequest, PermissionDenied
-from .http import caller, int_param, read_json
+from .http import int_param, read_json
 from .schemas import parse_body
 
 __all__ = ["session_routes"]

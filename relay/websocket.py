@@ -26,6 +26,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .auth import identity_of
 from .detached import DetachedRun
 from .errors import InvalidRequest, RelayError, as_relay_error
 from .http import USER_HEADER
@@ -84,7 +85,8 @@ class WebSocketManager:
 
     async def handle(self, websocket: WebSocket) -> None:
         user_id = websocket.path_params["user_id"]
-        claimed = websocket.headers.get(USER_HEADER)
+        identity = identity_of(websocket)  # with auth on, the key's user must be the one in the path
+        claimed = identity.user_id if identity is not None else websocket.headers.get(USER_HEADER)
         if claimed is not None and claimed != user_id:
             await websocket.close(code=1008, reason="the user in the path is not the caller")
             return
@@ -218,7 +220,7 @@ class _Connection:
                 session_id = body.session_id or self.session_id
                 if len(providers) > 1 and session_id:
                     session_id = f"{session_id}.{provider_id}"
-                opening = self.manager.ingress.backend.open_turn(
+                opening = self.manager.ingress.open_turn(
                     session_id=session_id, user_id=self.user_id, request=chat
                 )
                 # Opened outside this connection's context, as for HTTP: Ray Serve's cancellation of the

@@ -119,6 +119,20 @@ MIGRATIONS: list[Sequence[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS response_cache_route ON response_cache (route, created_at)",
     ),
+    (
+        # Relay API keys: only the SHA-256 of each key is kept (relay.auth says why that is enough).
+        """CREATE TABLE IF NOT EXISTS api_keys (
+            key_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            name TEXT,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            created_at {real} NOT NULL,
+            revoked_at {real}
+        )""",
+        "CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id)",
+    ),
 ]
 
 
@@ -313,6 +327,9 @@ class Store(ResponseCacheRows, abc.ABC):
             for row in reversed(rows)
         ]
 
+    def count_messages(self, session_id: str) -> int:
+        return int(self._rows("SELECT count(*) AS n FROM messages WHERE session_id = ?", (session_id,))[0]["n"])
+
     # runs
 
     def start_run(
@@ -443,3 +460,50 @@ class Store(ResponseCacheRows, abc.ABC):
     def providers(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT provider_id, config, secret FROM providers ORDER BY created_at")
         return [row | {"config": orjson.loads(row["config"])} for row in rows]
+
+    # Relay API keys (hashes only)
+
+    def create_api_key(
+        self, user_id: str, key_hash: str, prefix: str, *, is_admin: bool = False, name: str | None = None
+    ) -> dict[str, Any]:
+        key_id = new_id("key")
+        self._write(
+            "INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, is_admin, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key_id, user_id, key_hash, prefix, name, int(is_admin), time.time()),
+        )
+        return self.api_keys(key_id=key_id, include_revoked=True)[0]
+
+    def api_key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
+        """The live key with this hash; a revoked one is as good as unknown."""
+        rows = self._rows(
+            "SELECT key_id, user_id, is_admin FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+        )
+        return rows[0] | {"is_admin": bool(rows[0]["is_admin"])} if rows else None
+
+    def api_keys(
+        self, user_id: str | None = None, *, key_id: str | None = None, include_revoked: bool = False
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT key_id, user_id, prefix, name, is_admin, created_at, revoked_at FROM api_keys WHERE 1 = 1"
+        args: list[Any] = []
+        for column, value in (("user_id", user_id), ("key_id", key_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if not include_revoked:
+            sql += " AND revoked_at IS NULL"
+        rows = self._rows(sql + " ORDER BY created_at, key_id", args)
+        return [row | {"is_admin": bool(row["is_admin"])} for row in rows]
+
+    def revoke_api_keys(self, *, key_id: str | None = None, user_id: str | None = None) -> int:
+        """Revoke one key, or every key of a user; the rows stay, so auth stays on once it was."""
+        if (key_id is None) == (user_id is None):
+            raise ValueError("name exactly one of key_id and user_id")
+        column, value = ("key_id", key_id) if key_id is not None else ("user_id", user_id)
+        return self._write(
+            f"UPDATE api_keys SET revoked_at = ? WHERE {column} = ? AND revoked_at IS NULL", (time.time(), value)
+        )
+
+    def has_api_keys(self) -> bool:
+        """Whether a key was ever created: from then on the server requires one."""
+        return bool(self._rows("SELECT 1 AS one FROM api_keys LIMIT 1"))
