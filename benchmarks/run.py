@@ -1,0 +1,342 @@
+"""Throughput against the fake upstream direct, through Relay and through LiteLLM, in one run.
+
+    .venv/bin/python -m benchmarks.run [--concurrency 1,32,128] [--rounds 3] [--litellm [--litellm-workers 1,2]]
+
+Starts the fake upstream (``benchmarks.fake_upstream``) and Relay (``.venv/bin/relay serve`` on a
+free port with a temporary data dir, unless ``--relay-url`` names a running one), registers the
+upstream in Relay as provider ``bench`` (POST /api/streaming/providers/register), and with
+``--litellm`` a pinned LiteLLM proxy from its own venv (``benchmarks/.venv-litellm``, created on
+first use). After a warm-up it measures every target at every concurrency, interleaved so that a
+change in the machine's load hits them alike, and writes ``throughput.md``, ``throughput.json``
+and ``throughput.png`` (with the ``bench`` extra) under ``--out``. CPU is sampled from ``/proc``
+for each target's process tree, and apart for Relay's session actors (``ray::SessionActor``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.fake_upstream import reply_text
+from benchmarks.loadgen import run_load
+from benchmarks.proc_cpu import CpuSample, cpu_percent, sample_titled, sample_tree
+from benchmarks.report import markdown_table, write_chart, write_json
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+LITELLM_PIN = "litellm[proxy]==1.101.0"  # the peer harness's pin (../shared/bench/compare.sh)
+LITELLM_VENV = ROOT / "benchmarks" / ".venv-litellm"
+LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+ACTOR_TITLE = "ray::SessionActor"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Target:
+    """One thing to measure: where to send streams, and whose CPU to count."""
+
+    name: str
+    url: str
+    model: str
+    headers: dict[str, str] = field(default_factory=dict)
+    cpu_root: int | None = None  # the gateway's process tree
+    actors: Callable[[], CpuSample] | None = None  # Relay's session actors
+
+
+class Processes:
+    """Child processes, each in its own session so that stopping one stops everything it started."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.running: list[tuple[str, subprocess.Popen[bytes], signal.Signals]] = []
+
+    def start(self, name: str, argv: list[str], *, stop_with: signal.Signals = signal.SIGTERM, **env: str) -> int:
+        logfile = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ | env, start_new_session=True
+        )
+        logfile.close()
+        self.running.append((name, process, stop_with))
+        return process.pid
+
+    def wait_http(self, name: str, url: str, within_s: float) -> None:
+        """Until ``url`` answers 200; fails at once, with the log's tail, if the process died."""
+        process = next(p for n, p, _ in self.running if n == name)
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.tail(name)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=5).status_code == 200:
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"{name} did not answer {url} within {within_s:.0f} s:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        text = (self.workdir / f"{name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop_all(self) -> None:
+        for name, process, stop_with in reversed(self.running):
+            if process.poll() is None:
+                process.send_signal(stop_with)
+                try:
+                    process.wait(timeout=90)
+                except subprocess.TimeoutExpired:
+                    log(f"{name} did not stop within 90 s: killing its process group")
+            # Whatever the process left in its session (workers, children) goes with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        self.running.clear()
+
+
+def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace) -> Target:
+    headers = {"Authorization": f"Bearer {args.relay_key}"} if args.relay_key else {}
+    cpu_root = None
+    if args.relay_url:
+        url = args.relay_url.rstrip("/")
+    else:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        relay = str(ROOT / ".venv" / "bin" / "relay")
+        argv = [relay, "serve", "--port", str(port), "--data-dir", str(procs.workdir / "relay-data")]
+        log(f"starting Relay: {' '.join(argv)}")
+        cpu_root = procs.start("relay", argv, stop_with=signal.SIGINT)
+        procs.wait_http("relay", f"{url}/healthz", within_s=300)
+    provider = {
+        "provider_id": args.relay_model,
+        "provider_type": "openai_compatible",
+        "model_name": "fake",
+        "base_url": f"{upstream_url}/v1",
+        "api_key": "sk-fake",
+        "max_retries": 0,  # an upstream failure must show as an error here, as it does direct
+    }
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
+        answer = http.post("/api/streaming/providers/register", json=provider)
+        if answer.status_code == 409:  # left by an earlier run: point it at this run's upstream
+            http.delete(f"/api/streaming/providers/{args.relay_model}").raise_for_status()
+            answer = http.post("/api/streaming/providers/register", json=provider)
+        if answer.status_code != 201:
+            raise RuntimeError(f"registering {args.relay_model} in Relay: HTTP {answer.status_code} {answer.text}")
+    log(f"Relay at {url}, provider {args.relay_model} -> {upstream_url}")
+    # A Relay we did not start: every session actor on this machine counts, whoever's.
+    actors = partial(_actors_in, cpu_root) if cpu_root is not None else partial(sample_titled, ACTOR_TITLE)
+    return Target("relay", f"{url}/v1/chat/completions", args.relay_model, headers, cpu_root, actors)
+
+
+def _actors_in(root: int) -> CpuSample:
+    return {pid: entry for pid, entry in sample_tree(root).items() if entry[0] == ACTOR_TITLE}
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        log(f"installing {LITELLM_PIN} into {LITELLM_VENV} (once; a few minutes)")
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_PIN], check=True)
+    return binary
+
+
+def start_litellm(procs: Processes, upstream_url: str, workers: int) -> Target:
+    binary = ensure_litellm()
+    config = procs.workdir / f"litellm-x{workers}.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: fake\n"
+        f'    litellm_params: {{model: openai/fake, api_base: "{upstream_url}/v1", api_key: sk-fake}}\n'
+        f"general_settings: {{master_key: {LITELLM_KEY}}}\n"
+        "litellm_settings: {drop_params: true, telemetry: false}\n"
+    )
+    port = free_port()
+    argv = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    name = f"litellm-x{workers}"
+    log(f"starting {name}")
+    # The local cost map: LiteLLM would otherwise fetch one over the network at start.
+    pid = procs.start(name, [*argv, "--num_workers", str(workers)], LITELLM_LOCAL_MODEL_COST_MAP="True")
+    procs.wait_http(name, f"http://127.0.0.1:{port}/health/liveliness", within_s=300)
+    headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
+    return Target(f"litellm x{workers}", f"http://127.0.0.1:{port}/v1/chat/completions", "fake", headers, pid)
+
+
+def measure(
+    target: Target, upstream_pid: int, concurrency: int, rounds: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One load run, with the CPU each party used meanwhile."""
+    samples = {
+        "gateway": (lambda: sample_tree(target.cpu_root)) if target.cpu_root else None,
+        "actors": target.actors,
+        "upstream": lambda: sample_tree(upstream_pid),
+    }
+    before = {key: sample() for key, sample in samples.items() if sample}
+    cpu_start = time.perf_counter()
+    report = asyncio.run(
+        run_load(
+            target.url,
+            model=target.model,
+            concurrency=concurrency,
+            rounds=rounds,
+            expected=partial(reply_text, tokens=args.tokens),
+            tokens=args.tokens,
+            headers=target.headers,
+            include_usage=args.include_usage,
+        )
+    )
+    wall = time.perf_counter() - cpu_start
+    used = {key: cpu_percent(before[key], sample(), wall) for key, sample in samples.items() if sample}
+    row = {"target": target.name, **report.as_dict()}
+    row["gateway_cpu"] = round(sum(used["gateway"].values()), 1) if "gateway" in used else None
+    row["actors_cpu"] = round(sum(used["actors"].values()), 1) if "actors" in used else None
+    row["upstream_cpu"] = round(sum(used["upstream"].values()), 1)
+    row["gateway_cpu_by_process"] = used.get("gateway")
+    for sample in report.error_samples:
+        log(f"  {target.name} C={concurrency}: {sample}")
+    return row
+
+
+def warm_up(target: Target, args: argparse.Namespace) -> None:
+    """Two streams, not measured: pools, connections and (in Relay) the pool's handle are up before timing."""
+    options: dict[str, Any] = {
+        "model": target.model,
+        "concurrency": 2,
+        "rounds": 1,
+        "expected": partial(reply_text, tokens=args.tokens),
+        "headers": target.headers,
+    }
+    report = asyncio.run(run_load(target.url, **options))
+    deadline = time.monotonic() + 120
+    while report.ok < 2 and time.monotonic() < deadline:  # a pool just registered may still be starting
+        log(f"warm-up through {target.name}: {report.error_samples}; again")
+        time.sleep(2)
+        report = asyncio.run(run_load(target.url, **options))
+    if report.ok < 2:
+        raise RuntimeError(f"warm-up through {target.name} failed: {report.error_samples}")
+
+
+def loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
+
+
+def git_commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "?"
+
+
+@contextlib.contextmanager
+def running_targets(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[int, list[Target]]]:
+    procs = Processes(workdir)
+    try:
+        port = free_port()
+        upstream_url = f"http://127.0.0.1:{port}"
+        fake = [sys.executable, "-m", "benchmarks.fake_upstream", "--port", str(port)]
+        fake += ["--ttft-ms", str(args.ttft_ms), "--rate", str(args.rate), "--tokens", str(args.tokens)]
+        upstream_pid = procs.start("upstream", fake)
+        procs.wait_http("upstream", f"{upstream_url}/v1/models", within_s=60)
+        targets = [Target("direct", f"{upstream_url}/v1/chat/completions", "fake")]
+        if args.litellm:
+            targets += [start_litellm(procs, upstream_url, workers) for workers in args.litellm_workers]
+        targets.append(start_relay(procs, upstream_url, args))
+        yield upstream_pid, targets
+    finally:
+        log("stopping what this run started")
+        procs.stop_all()
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "cores": os.cpu_count(),
+        "loadavg_start": loadavg(),
+        "upstream": {"ttft_ms": args.ttft_ms, "rate": args.rate, "tokens": args.tokens},
+        "rounds": args.rounds,
+        "concurrency": args.concurrency,
+    }
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, running_targets(args, Path(tmp)) as started:
+        upstream_pid, targets = started
+        for target in targets:
+            warm_up(target, args)
+        for concurrency in args.concurrency:
+            direct = None
+            for target in targets:
+                log(f"C={concurrency} {target.name}: {concurrency * args.rounds} streams")
+                row = measure(target, upstream_pid, concurrency, args.rounds, args)
+                direct = row["chars_per_s"] if target.name == "direct" else direct
+                row["pct_of_direct"] = round(100 * row["chars_per_s"] / direct, 1) if direct else None
+                rows.append(row)
+    meta["loadavg_end"] = loadavg()
+    title = (
+        f"fake upstream: TTFT {args.ttft_ms:g} ms, {args.rate:g} tok/s, {args.tokens} tokens; "
+        f"{args.rounds} rounds; {meta['cores']} cores; load {meta['loadavg_start']} -> {meta['loadavg_end']}"
+    )
+    table = markdown_table(rows)
+    (args.out / "throughput.md").write_text(f"{title}; commit {meta['commit']}, {meta['date']}\n\n{table}")
+    write_json(args.out / "throughput.json", meta, rows)
+    if not write_chart(args.out / "throughput.png", rows, title):
+        log("no matplotlib: no chart (pip install -e '.[bench]')")
+    print(title + "\n\n" + table)
+    return rows
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--concurrency", type=_ints, default=[1, 32, 128], help="e.g. 1,32,128")
+    parser.add_argument("--rounds", type=int, default=3, help="streams per client, back to back")
+    parser.add_argument("--ttft-ms", type=float, default=50.0)
+    parser.add_argument("--rate", type=float, default=50.0, help="upstream tokens/s per stream")
+    parser.add_argument("--tokens", type=int, default=100, help="tokens per reply")
+    parser.add_argument("--include-usage", action="store_true", help="ask for the usage chunk and check it")
+    parser.add_argument("--relay-url", default=None, help="a running Relay (default: start one)")
+    parser.add_argument("--relay-key", default=os.environ.get("RELAY_API_KEY"), help="default: $RELAY_API_KEY")
+    parser.add_argument("--relay-model", default="bench", help="the provider id to register")
+    parser.add_argument("--litellm", action="store_true", help=f"also measure LiteLLM ({LITELLM_PIN})")
+    parser.add_argument("--litellm-workers", type=_ints, default=[1], help="e.g. 1,2: one proxy per count")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.tokens < 1:
+        parser.error("--rounds and --tokens must be at least 1")
+    rows = run(args)
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
