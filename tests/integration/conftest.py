@@ -86,7 +86,8 @@ def relay(
         args["store_url"] = store.enter_context(pg_schema())
         os.environ.setdefault("RELAY_SECRET_KEY", Fernet.generate_key().decode())  # no key file beside a shared DB
     os.environ["RELAY_TEST_ANTHROPIC_KEY"] = anthropic.api_key
-    ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
+    # "local": always a cluster of its own, never the latest one a Cluster-based test on this machine recorded.
+    ray.init(address="local", namespace="serve", include_dashboard=False, log_to_driver=False)
     try:
         deploy_config(config)
         yield Relay(
