@@ -75,6 +75,7 @@ def write_chart(path: Path, rows: list[dict[str, Any]], title: str) -> bool:
         axis.set_xscale("log", base=2)
         concurrencies = sorted({row["concurrency"] for row in rows})
         axis.set_xticks(concurrencies, [str(c) for c in concurrencies])
+        axis.set_ylim(bottom=0)
         axis.set_xlabel("concurrent streams")
         axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)

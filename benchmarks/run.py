@@ -35,7 +35,7 @@ import httpx
 
 from benchmarks.fake_upstream import reply_text
 from benchmarks.loadgen import run_load
-from benchmarks.proc_cpu import CpuSample, cpu_percent, sample_titled, sample_tree
+from benchmarks.procfs import CpuSample, cpu_percent, sample_titled, sample_tree, session_pids
 from benchmarks.report import markdown_table, write_chart, write_json
 
 __all__ = ["main"]
@@ -70,7 +70,7 @@ class Target:
 
 
 class Processes:
-    """Child processes, each in its own session so that stopping one stops everything it started."""
+    """Child processes, each in its own session so that stopping one can stop everything it started."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -109,11 +109,13 @@ class Processes:
                 try:
                     process.wait(timeout=90)
                 except subprocess.TimeoutExpired:
-                    log(f"{name} did not stop within 90 s: killing its process group")
-            # Whatever the process left in its session (workers, children) goes with it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+                    log(f"{name} did not stop within 90 s: killing it and its session")
+                    process.kill()
             process.wait()
+            # Whatever it left in its session (Ray workers, uvicorn workers) goes with it.
+            for pid in session_pids(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.running.clear()
 
 
@@ -195,7 +197,7 @@ def measure(
         "upstream": lambda: sample_tree(upstream_pid),
     }
     before = {key: sample() for key, sample in samples.items() if sample}
-    cpu_start = time.perf_counter()
+    client_start, started = time.process_time(), time.perf_counter()
     report = asyncio.run(
         run_load(
             target.url,
@@ -208,15 +210,16 @@ def measure(
             include_usage=args.include_usage,
         )
     )
-    wall = time.perf_counter() - cpu_start
+    wall = time.perf_counter() - started
     used = {key: cpu_percent(before[key], sample(), wall) for key, sample in samples.items() if sample}
     row = {"target": target.name, **report.as_dict()}
     row["gateway_cpu"] = round(sum(used["gateway"].values()), 1) if "gateway" in used else None
     row["actors_cpu"] = round(sum(used["actors"].values()), 1) if "actors" in used else None
     row["upstream_cpu"] = round(sum(used["upstream"].values()), 1)
+    row["client_cpu"] = round(100 * (time.process_time() - client_start) / wall, 1)  # this process: the load
     row["gateway_cpu_by_process"] = used.get("gateway")
-    for sample in report.error_samples:
-        log(f"  {target.name} C={concurrency}: {sample}")
+    for reason in report.error_samples:
+        log(f"  {target.name} C={concurrency}: {reason}")
     return row
 
 

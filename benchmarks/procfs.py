@@ -1,4 +1,4 @@
-"""CPU time of process trees from ``/proc``, grouped by process title (Linux only, no psutil).
+"""Process trees, sessions and their CPU time from ``/proc`` (Linux only, no psutil).
 
 Ray names its workers by what they run (``ray::SessionActor``, ``ray::ServeReplica:relay:Ingress``,
 ``ray::ProxyActor``), so grouping a tree by title splits Relay's CPU between its parts. A sample is
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CpuSample", "sample_tree", "sample_titled", "cpu_percent"]
+__all__ = ["CpuSample", "cpu_percent", "sample_titled", "sample_tree", "session_pids"]
 
 PROC = Path("/proc")
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -20,11 +20,18 @@ TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CpuSample = dict[int, tuple[str, int, float]]
 
 
-def _stat(pid: int) -> tuple[int, int, float] | None:
-    """(parent pid, start time, user + system cpu seconds), or None once the process is gone."""
+def _fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, session, …; None once it is gone."""
     try:
-        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
+        return None
+
+
+def _stat(pid: int) -> tuple[int, int, float] | None:
+    """(parent pid, start time, user + system cpu seconds)."""
+    fields = _fields(pid)
+    if fields is None:
         return None
     return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / TICKS
 
@@ -43,6 +50,11 @@ def _title(pid: int) -> str:
 
 def _all_pids() -> list[int]:
     return [int(entry.name) for entry in PROC.iterdir() if entry.name.isdigit()]
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every process in session ``sid``: Ray gives its workers their own process groups, not their own sessions."""
+    return [pid for pid in _all_pids() if (fields := _fields(pid)) is not None and int(fields[3]) == sid]
 
 
 def sample_tree(root: int) -> CpuSample:
