@@ -192,8 +192,18 @@ class Router:
         reads = await asyncio.gather(*(self._pool_stats(target) for target in plan.pools))
         # from here to the caller's first stream nothing awaits: no other turn can pick on the same counts
         views = [self._view(target, read) for target, read in zip(plan.pools, reads, strict=True)]
-        current = self._rotation.setdefault(plan.name, [0.0] * len(plan.pools))
+        current = self._rotation.get(plan.name) or self._start_rotation(plan)
         return [plan.pools[i] for i in rank(plan.strategy, plan.weights, views, current, self.rng, plan.explore)]
+
+    def _start_rotation(self, plan: RoutePlan) -> list[float]:
+        """The route's round robin, started at a random point of its cycle: processes that start together (session
+        actors, replicas) do not all send their first request to the same pool."""
+        current = [0.0] * len(plan.pools)
+        everyone = range(len(plan.pools))
+        for _ in range(self.rng.randrange(max(1, min(1000, round(sum(plan.weights)))))):
+            smooth_weighted(current, plan.weights, everyone)
+        self._rotation[plan.name] = current
+        return current
 
     async def plan(self, request: ChatRequest) -> ChatRequest:
         """``request`` aimed at the route's best pool, the other pools first in its fallback chain."""

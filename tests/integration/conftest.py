@@ -78,6 +78,13 @@ def relay(
         },
         {"provider_id": "mystery", "provider_type": "telepathy"},
     ]
+    # Load-balanced routes (relay.routes): one balancing on the pools' in-flight counters, one whose first pool
+    # always fails, and one answered from the response cache when it can.
+    args["routes"] = [
+        {"name": "duo", "strategy": "least-busy", "pools": [{"provider": "up"}, {"provider": "echo"}]},
+        {"name": "sturdy", "pools": [{"provider": "up", "model": "fake-status-500"}, {"provider": "echo"}]},
+        {"name": "cached", "pools": [{"provider": "up"}], "cache": {"ttl_s": 600}},
+    ]
     # Passivation is driven by the tests, never by a timer racing them.
     args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600}
     # RELAY_TEST_STORE=postgres runs the same suite on this machine's PostgreSQL (CI runs both).
