@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,16 +18,21 @@ from relay.app import build_app
 from relay.backend import StoredSessions, Turn
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Overloaded, RelayError
+from relay.logs import configure_logging
 from relay.request import ChatRequest
 from relay.runlog import RunNotLive
 from relay.store import open_store
 
+from .limiter import RemoteLimits, limiter_name
+from .metrics import HttpMetrics, ingress_metrics
 from .names import pool_name
 from .session_actor import SessionMoved
 
 __all__ = ["DisconnectOnCancel", "Ingress", "RayBackend"]
 
 log = logging.getLogger("relay.ingress")
+
+REPORT_INTERVAL_S = 5.0  # Ray's metrics agent exports every few seconds; gauges need not change faster
 
 
 class RayBackend(StoredSessions):
@@ -206,9 +212,27 @@ class Ingress:
         self.backend = RayBackend(settings, directory)
         # Bound pools become deployments of this app; the session actors look them up by name.
         self.pools = pools
+        configure_logging([p.resolve_key() for p in settings.providers] + [os.environ.get(settings.admin_key_env)])
+        self.limits = RemoteLimits(settings.limits, limiter_name(serve.get_replica_context().app_name))
 
-    def __serve_build_asgi_app__(self) -> DisconnectOnCancel:
-        return DisconnectOnCancel(build_app(self.backend))
+    def __serve_build_asgi_app__(self) -> HttpMetrics:
+        return HttpMetrics(DisconnectOnCancel(build_app(self.backend, self.limits)), background=self._report)
+
+    async def _report(self) -> None:
+        """Every few seconds: the session and pool gauges, from the directory and Serve."""
+        metrics = ingress_metrics()
+        while True:
+            try:
+                sessions = await self.backend.directory.stats.remote()
+                for state in ("live", "pooled", "passivated"):
+                    metrics.sessions.set(sessions.get(state, 0), tags={"state": state})
+                providers = await self.backend.providers()
+                for pool in await asyncio.to_thread(self.backend._pool_status, providers):
+                    metrics.pool_replicas.set(pool["replicas"], tags={"provider": pool["provider_id"]})
+                metrics.active_streams.set(self.backend.active)
+            except Exception:
+                log.warning("reading the session and pool gauges failed", exc_info=True)
+            await asyncio.sleep(REPORT_INTERVAL_S)
 
 
 class DisconnectOnCancel:

@@ -9,9 +9,12 @@ from ray import serve
 
 from relay.coalesce import LoadGauge
 from relay.config import ProviderConfig
+from relay.logs import configure_logging, set_request_id
 from relay.providers.runtime import ProviderRuntime
 from relay.request import ChatRequest
+from relay.telemetry import observe
 
+from .metrics import pool_metrics
 from .names import pool_name, registered_app_name
 
 __all__ = ["ProviderPool", "pool_name", "registered_app_name", "deploy_registered_pool"]
@@ -20,10 +23,12 @@ __all__ = ["ProviderPool", "pool_name", "registered_app_name", "deploy_registere
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 class ProviderPool:
     def __init__(self, config: ProviderConfig, coalesce_base_s: float = 0.02, coalesce_per_window: float = 10.0):
+        configure_logging([config.resolve_key()])
         self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
-        async for batch in self.runtime.stream(request):
+        set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
+        async for batch in observe(self.runtime.stream(request), self.runtime.config.provider_id, pool_metrics()):
             yield batch
 
     async def health(self) -> dict[str, Any]:

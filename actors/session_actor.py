@@ -19,6 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from relay.context import ContextSettings
+from relay.logs import configure_logging, set_request_id
 from relay.request import ChatRequest, Target
 from relay.routes import Router
 from relay.runlog import RunNotLive
@@ -39,6 +40,7 @@ class SessionMoved(Exception):
 @ray.remote(num_cpus=0)
 class SessionActor:
     def __init__(self, store_url: str, context: ContextSettings) -> None:
+        configure_logging()
         self.store: Store = open_store(store_url)
         self.context = context
         self.sessions: dict[str, Session] = {}
@@ -54,6 +56,7 @@ class SessionActor:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionMoved(session_id)
+        set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
         async for batch in session.chat(request, self._open_stream):
             yield batch
 

@@ -38,6 +38,7 @@ __all__ = [
     "configure_logging",
     "new_request_id",
     "request_scope",
+    "set_request_id",
 ]
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("relay_request_id", default=None)
@@ -48,6 +49,11 @@ MASK = "***"
 
 def new_request_id() -> str:
     return f"req_{uuid.uuid4().hex[:20]}"
+
+
+def set_request_id(request_id: str | None) -> None:
+    """For the current task's context (a Ray call's own): a function, because Ray cannot pickle a ContextVar."""
+    REQUEST_ID.set(request_id)
 
 
 @contextlib.contextmanager

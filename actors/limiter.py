@@ -1,0 +1,88 @@
+"""The cluster's limiter: one named actor holding every user's buckets and stream leases.
+
+Every ingress replica asks it, so a limit holds across replicas and nodes. The
+cost is one actor call when a turn starts (awaited) and one when it ends (not
+awaited). If the actor does not answer within ``limits.limiter_timeout_s`` the
+turn goes ahead and a warning is logged: an outage of the limiter must not
+become an outage of chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from relay.limits import Decision, Limiter, LimitSettings
+
+from .metrics import ingress_metrics
+
+__all__ = ["LimiterActor", "RemoteLimits", "limiter_name"]
+
+log = logging.getLogger("relay.limiter")
+
+
+def limiter_name(app_name: str) -> str:
+    return f"relay-limiter-{app_name}"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class LimiterActor:
+    """A restart forgets the counters: for a minute the limits start over, which errs towards serving."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self.limiter = Limiter(settings)
+
+    def configure(self, settings: LimitSettings) -> None:
+        self.limiter.configure(settings)
+
+    def acquire(self, user_id: str) -> tuple[str | None, float | None, str | None, str | None]:
+        decision = self.limiter.acquire(user_id)
+        return decision.lease, decision.retry_after, decision.code, decision.message
+
+    def release(self, lease: str, tokens: int) -> None:
+        self.limiter.release(lease, tokens)
+
+    def snapshot(self, user_id: str) -> dict[str, Any]:
+        return self.limiter.snapshot(user_id) | {"refused": dict(self.limiter.refused)}
+
+
+class RemoteLimits:
+    """The ingress's ``LimitClient``: finds or creates the named actor on first use."""
+
+    def __init__(self, settings: LimitSettings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self._actor: Any = None
+
+    def _handle(self) -> Any:
+        if self._actor is None:
+            try:
+                self._actor = ray.get_actor(self.name)
+                self._actor.configure.remote(self.settings)  # a redeploy may have changed the limits
+            except ValueError:
+                try:
+                    self._actor = LimiterActor.options(name=self.name, lifetime="detached").remote(self.settings)
+                except ValueError:  # another replica created it first
+                    self._actor = ray.get_actor(self.name)
+        return self._actor
+
+    async def acquire(self, user_id: str) -> Decision:
+        try:
+            lease, retry_after, code, message = await asyncio.wait_for(
+                self._handle().acquire.remote(user_id), timeout=self.settings.limiter_timeout_s
+            )
+        except Exception as exc:
+            self._actor = None
+            log.warning("the limiter did not answer (%s); letting the turn through", type(exc).__name__)
+            return Decision("")
+        if lease is None:
+            ingress_metrics().rate_limited.inc(tags={"reason": code or "unknown"})
+        return Decision(lease, retry_after, code, message)
+
+    def release(self, lease: str, tokens: int) -> None:
+        if not lease or self._actor is None:
+            return
+        self._actor.release.remote(lease, tokens)
