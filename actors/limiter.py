@@ -4,7 +4,8 @@ Every ingress replica asks it, so a limit holds across replicas and nodes. The
 cost is one actor call when a turn starts (awaited) and one when it ends (not
 awaited). If the actor does not answer within ``limits.limiter_timeout_s`` the
 turn goes ahead and a warning is logged: an outage of the limiter must not
-become an outage of chat.
+become an outage of chat. With no per-user limit configured the actor is never
+created and nothing is called.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class RemoteLimits:
         return self._actor
 
     async def acquire(self, user_id: str) -> Decision:
+        if not self.settings.enforced:
+            return Decision("")  # no per-user limits: no actor, no call
         try:
             lease, retry_after, code, message = await asyncio.wait_for(
                 self._handle().acquire.remote(user_id), timeout=self.settings.limiter_timeout_s

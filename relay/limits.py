@@ -72,6 +72,12 @@ class LimitSettings(UserLimits):
         )
 
     @property
+    def enforced(self) -> bool:
+        """Whether any per-user limit is set: with none, the cluster's limiter is never asked."""
+        limits = (self.requests_per_min, self.tokens_per_min, self.concurrent_streams)
+        return bool(self.users) or any(limit is not None for limit in limits)
+
+    @property
     def lease_ttl_s(self) -> float:
         return (self.request_timeout_s or 3600.0) + 60.0
 

@@ -83,6 +83,12 @@ def test_per_user_overrides_keep_the_defaults_they_do_not_name() -> None:
     assert settings.for_user("ann").concurrent_streams == 1
 
 
+def test_the_limiter_is_asked_only_when_some_user_limit_is_set() -> None:
+    assert not LimitSettings().enforced and not LimitSettings(max_messages=5).enforced
+    assert LimitSettings(tokens_per_min=10).enforced
+    assert LimitSettings.model_validate({"users": {"batch": {"concurrent_streams": 2}}}).enforced
+
+
 def test_size_caps_are_413s_naming_the_field() -> None:
     settings = LimitSettings(max_messages=2, max_session_messages=10)
     three = [{"role": "user", "content": "x"}] * 3
