@@ -243,6 +243,7 @@ def route_health(routes: Sequence[RouteConfig], pools: Sequence[dict[str, Any]])
         entries = []
         for pool, count in zip(route.pools, counts, strict=True):
             health = by_id.get(pool.provider) or {}
+            breaker = health.get("breaker")  # a pool's health has the breaker's snapshot, its stats only the state
             entries.append(
                 {
                     "provider": pool.provider,
@@ -253,9 +254,7 @@ def route_health(routes: Sequence[RouteConfig], pools: Sequence[dict[str, Any]])
                     "share": round(count / served, 4) if served else None,
                     "in_flight": health.get("in_flight"),
                     "ttft_ewma_ms": health.get("ttft_ewma_ms"),
-                    "breaker": (health.get("breaker") or {}).get("state")
-                    if isinstance(health.get("breaker"), dict)
-                    else health.get("breaker"),
+                    "breaker": breaker.get("state") if isinstance(breaker, dict) else breaker,
                 }
             )
         out.append(
