@@ -93,14 +93,17 @@ class Processes:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.tail(name)}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=5).status_code == 200:
-                    return
+                if httpx.get(url, timeout=5).status_code == 200 and process.poll() is None:
+                    return  # (a 200 while it is dead would come from whoever took the port since)
             time.sleep(0.5)
         raise RuntimeError(f"{name} did not answer {url} within {within_s:.0f} s:\n{self.tail(name)}")
 
     def tail(self, name: str, lines: int = 30) -> str:
         text = (self.workdir / f"{name}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+    def exited(self) -> list[str]:
+        return [name for name, process, _ in self.running if process.poll() is not None]
 
     def stop_all(self) -> None:
         for name, process, stop_with in reversed(self.running):
@@ -270,6 +273,10 @@ def running_targets(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[i
             targets += [start_litellm(procs, upstream_url, workers) for workers in args.litellm_workers]
         targets.append(start_relay(procs, upstream_url, args))
         yield upstream_pid, targets
+    except BaseException:
+        for name in procs.exited():
+            log(f"{name} had exited; the end of its log:\n{procs.tail(name)}")
+        raise
     finally:
         log("stopping what this run started")
         procs.stop_all()
