@@ -45,6 +45,7 @@ from .reply import Reply
 from .request import ChatRequest, Target
 from .runlog import Cursor, RunNotLive
 from .schemas import (
+    SESSION_ID_PATTERN,
     ChatCompletionBody,
     MessagesBody,
     RegisterProviderBody,
@@ -69,7 +70,7 @@ __all__ = ["build_app", "SESSION_HEADER", "USER_HEADER"]
 log = logging.getLogger("relay.ingress")
 
 SESSION_HEADER = "X-Session-Id"
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

@@ -30,9 +30,11 @@ __all__ = [
     "parse_body",
     "validation_error",
     "to_chat_request",
+    "SESSION_ID_PATTERN",
 ]
 
 M = TypeVar("M", bound=BaseModel)
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 # Sampling and tool parameters passed through to the provider unchanged.
 PASSTHROUGH = (
@@ -152,7 +154,7 @@ class StreamingChatBody(_ChatBase):
     provider_id: str | None = None
     model: str | None = None
     stream_format: Literal["sse", "ndjson", "text", "json"] = "sse"
-    session_id: str | None = None
+    session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
     user_id: str | None = None
     # The seed's generator modes; ``interleaved`` sends the request to every provider in ``provider_ids``.
     generator_mode: str = "standard"

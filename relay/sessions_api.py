@@ -17,7 +17,7 @@ from .auth import caller
 from .backend import Backend
 from .errors import InvalidRequest, PermissionDenied
 from .http import int_param, read_json
-from .schemas import parse_body
+from .schemas import SESSION_ID_PATTERN, parse_body
 
 __all__ = ["session_routes"]
 
@@ -26,7 +26,7 @@ _HIDDEN = ("summary_seq",)
 
 class CreateSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
     name: str | None = Field(default=None, max_length=200)
     agent_id: str | None = None
     team_id: str | None = None

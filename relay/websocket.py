@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,7 +33,7 @@ from .errors import InvalidRequest, RelayError, as_relay_error
 from .http import USER_HEADER
 from .modes import GeneratorMode, apply_mode, check_mode, interleave
 from .runlog import Cursor
-from .schemas import StreamingChatBody, validation_error
+from .schemas import SESSION_ID_PATTERN, StreamingChatBody, validation_error
 
 if TYPE_CHECKING:
     from .app import Ingress
@@ -90,9 +91,13 @@ class WebSocketManager:
         if claimed is not None and claimed != user_id:
             await websocket.close(code=1008, reason="the user in the path is not the caller")
             return
+        session_id = websocket.query_params.get("session_id") or None
+        if session_id is not None and not re.match(SESSION_ID_PATTERN, session_id):
+            await websocket.close(code=1008, reason="session_id: use 1-128 letters, digits or _.:-")
+            return
         await websocket.accept()
         self.opened += 1
-        connection = _Connection(self, websocket, user_id, websocket.query_params.get("session_id"))
+        connection = _Connection(self, websocket, user_id, session_id)
         self.live.add(connection)
         try:
             await connection.run()

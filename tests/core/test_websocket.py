@@ -169,6 +169,21 @@ async def test_the_path_user_must_match_the_caller(url: str) -> None:
             pass
 
 
+async def test_a_bad_session_id_is_refused_and_never_stored(url: str, backend: LocalBackend) -> None:
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        async with websockets.connect(f"{url}/api/streaming/ws/ann?session_id=bad%20id/../x"):
+            pass
+    async with websockets.connect(f"{url}/api/streaming/ws/ann") as ws:
+        body = {"messages": [{"role": "user", "content": "hi"}], "session_id": "bad id/../x"}
+        await send(ws, "chat_request", "r1", **body)
+        replies = await until_finish(ws, "r1")
+        assert [m["message_type"] for m in replies] == ["ack", "error"]
+        assert replies[-1]["data"]["param"] == "session_id"
+        await send(ws, "chat_request", "r2", messages=[{"role": "user", "content": "still here"}])
+        assert (await until_finish(ws, "r2"))[-1]["data"]["event_type"] == "finish"
+    assert backend.store.get_session("bad id/../x") is None
+
+
 async def read_until_texts(ws: Any, request_id: str, count: int) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     async for raw in ws:
