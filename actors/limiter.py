@@ -78,7 +78,8 @@ class RemoteLimits:
                 self._handle().acquire.remote(user_id), timeout=self.settings.limiter_timeout_s
             )
         except Exception as exc:
-            self._actor = None
+            if isinstance(exc, ray.exceptions.RayActorError):
+                self._actor = None  # found again, or made again, on the next turn
             log.warning("the limiter did not answer (%s); letting the turn through", type(exc).__name__)
             return Decision("")
         if lease is None:

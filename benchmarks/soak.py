@@ -83,9 +83,12 @@ def by_title(processes: dict[int, dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 class Load:
-    def __init__(self, url: str, headers: dict[str, str], tokens_per_s: float, turns_per_session: int) -> None:
+    def __init__(
+        self, url: str, headers: dict[str, str], user: str | None, tokens_per_s: float, turns_per_session: int
+    ) -> None:
         self.url = url
         self.headers = headers
+        self.user = user
         self.options = {"tokens_per_s": tokens_per_s}
         self.turns_per_session = turns_per_session
         self.done: dict[str, int] = {}
@@ -127,6 +130,7 @@ class Load:
                         await self.cancel(http, rng)
                 except (httpx.HTTPError, OSError):
                     self.count("http", ok=False)
+                    await asyncio.sleep(1.0)
 
     async def chat(self, http: httpx.AsyncClient, session: str, rng: random.Random) -> None:
         body = {
@@ -164,7 +168,9 @@ class Load:
 
     async def ws_worker(self, worker: int) -> None:
         rng = random.Random(1000 + worker)
-        base = self.url.replace("http://", "ws://") + f"/api/streaming/ws/soak-ws-{worker}"
+        # With a key the path must name the key's user; without one each worker is a user of its own.
+        user = self.user or f"soak-ws-{worker}"
+        base = self.url.replace("http://", "ws://") + f"/api/streaming/ws/{user}"
         query = f"?api_key={self.headers['Authorization'][7:]}" if "Authorization" in self.headers else ""
         while not self.stop.is_set():
             try:
@@ -175,6 +181,7 @@ class Load:
                         await self.ws_turn(ws, f"r{n}", cancel=rng.random() < 0.2, rng=rng)
             except (websockets.WebSocketException, OSError):
                 self.count("websocket", ok=False)
+                await asyncio.sleep(1.0)  # never a tight loop of failing handshakes
 
     async def ws_turn(self, ws: Any, request_id: str, *, cancel: bool, rng: random.Random) -> None:
         data = {
@@ -238,7 +245,7 @@ def wait_ready(url: str, deadline_s: float = 300.0) -> None:
 
 async def soak(args: argparse.Namespace, root: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    load = Load(args.url, headers, args.tokens_per_s, args.turns_per_session)
+    load = Load(args.url, headers, args.user, args.tokens_per_s, args.turns_per_session)
     workers = [asyncio.create_task(load.http_worker(n)) for n in range(args.http)]
     workers += [asyncio.create_task(load.ws_worker(n)) for n in range(args.ws)]
     began = time.monotonic()
@@ -300,6 +307,7 @@ def main() -> int:
     parser.add_argument("--start", action="store_true", help="start `relay serve --port 8123` here, stop it after")
     parser.add_argument("--pid", type=int, default=None, help="the running `relay serve`'s pid (without --start)")
     parser.add_argument("--api-key", default=os.environ.get("RELAY_API_KEY"))
+    parser.add_argument("--user", default=None, help="the API key's user (the WebSocket path names it)")
     parser.add_argument("--plain", action="store_true", help="with --start: config/serve.yaml as is (no auth, limits)")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--warmup-s", type=float, default=60.0)
@@ -317,6 +325,7 @@ def main() -> int:
         config = ROOT / "config" / "serve.yaml"
         if not args.plain:
             config, args.api_key = secure_config(data_dir)
+            args.user = "soak"
         server = start_server(port, data_dir, config)
         root = server.pid
     elif args.pid is not None:

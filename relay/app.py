@@ -174,7 +174,9 @@ class Ingress:
         except BaseException:
             self.limits.release(lease, 0)
             raise
-        log.info("turn opened", extra={"session_id": turn.session_id, "user_id": user_id, "provider": request.provider})
+        # The request id explicitly: a resumable run opens in a context of its own, without the request's.
+        context = {"request_id": request.request_id, "session_id": turn.session_id, "user_id": user_id}
+        log.info("turn opened", extra=context | {"provider": request.provider})
         used = [0]
 
         async def close() -> None:

@@ -89,7 +89,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from actors.deploy import DeployFailed, deploy_config
 
-    ray.init(namespace="serve", include_dashboard=False, logging_level=logging.WARNING)
+    # A cluster of its own, even when one that `ray start` began runs on this machine (ray.init would join it and
+    # this command's shutdown would stop its Serve apps); RAY_ADDRESS still names one to join on purpose.
+    address = os.environ.get("RAY_ADDRESS", "local")
+    ray.init(address=address, namespace="serve", include_dashboard=False, logging_level=logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

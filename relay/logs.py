@@ -142,7 +142,7 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in line:
+            if key not in _STANDARD and key not in line and not key.startswith("_"):  # Ray adds _ray_timestamp_ns
                 line[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
