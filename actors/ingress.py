@@ -214,6 +214,7 @@ class Ingress:
         self.pools = pools
         configure_logging([p.resolve_key() for p in settings.providers] + [os.environ.get(settings.admin_key_env)])
         self.limits = RemoteLimits(settings.limits, limiter_name(serve.get_replica_context().app_name))
+        self.limits.connect()
 
     def __serve_build_asgi_app__(self) -> HttpMetrics:
         return HttpMetrics(DisconnectOnCancel(build_app(self.backend, self.limits)), background=self._report)

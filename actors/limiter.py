@@ -31,22 +31,27 @@ def limiter_name(app_name: str) -> str:
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class LimiterActor:
-    """A restart forgets the counters: for a minute the limits start over, which errs towards serving."""
+    """A restart forgets the counters: for a minute the limits start over, which errs towards serving.
+
+    The methods are async so that Ray runs each call as it arrives: a synchronous actor runs one caller's calls
+    in order, and under load (a 2-core machine, callers timing out) it was seen to hold every later call back.
+    None of them awaits, so each still runs whole, one at a time.
+    """
 
     def __init__(self, settings: LimitSettings) -> None:
         self.limiter = Limiter(settings)
 
-    def configure(self, settings: LimitSettings) -> None:
+    async def configure(self, settings: LimitSettings) -> None:
         self.limiter.configure(settings)
 
-    def acquire(self, user_id: str) -> tuple[str | None, float | None, str | None, str | None]:
+    async def acquire(self, user_id: str) -> tuple[str | None, float | None, str | None, str | None]:
         decision = self.limiter.acquire(user_id)
         return decision.lease, decision.retry_after, decision.code, decision.message
 
-    def release(self, lease: str, tokens: int) -> None:
+    async def release(self, lease: str, tokens: int) -> None:
         self.limiter.release(lease, tokens)
 
-    def snapshot(self, user_id: str) -> dict[str, Any]:
+    async def snapshot(self, user_id: str) -> dict[str, Any]:
         return self.limiter.snapshot(user_id) | {"refused": dict(self.limiter.refused)}
 
 
@@ -57,6 +62,11 @@ class RemoteLimits:
         self.settings = settings
         self.name = name
         self._actor: Any = None
+
+    def connect(self) -> None:
+        """Find or make the actor now, at the replica's start, not on a user's first turn."""
+        if self.settings.enforced:
+            self._handle()
 
     def _handle(self) -> Any:
         if self._actor is None:
@@ -74,9 +84,20 @@ class RemoteLimits:
         if not self.settings.enforced:
             return Decision("")  # no per-user limits: no actor, no call
         try:
+            pending = asyncio.ensure_future(self._handle().acquire.remote(user_id))
+        except Exception as exc:
+            log.warning("the limiter could not be reached (%s); letting the turn through", type(exc).__name__)
+            return Decision("")
+        try:
+            # shielded: a timeout must not cancel the call (each cancel costs the actor more than the call), and
+            # a lease granted late is handed back at once
             lease, retry_after, code, message = await asyncio.wait_for(
-                self._handle().acquire.remote(user_id), timeout=self.settings.limiter_timeout_s
+                asyncio.shield(pending), timeout=self.settings.limiter_timeout_s
             )
+        except TimeoutError:
+            pending.add_done_callback(self._release_late)
+            log.warning("the limiter did not answer in %g s; letting the turn through", self.settings.limiter_timeout_s)
+            return Decision("")
         except Exception as exc:
             if isinstance(exc, ray.exceptions.RayActorError):
                 self._actor = None  # found again, or made again, on the next turn
@@ -90,3 +111,7 @@ class RemoteLimits:
         if not lease or self._actor is None:
             return
         self._actor.release.remote(lease, tokens)
+
+    def _release_late(self, pending: asyncio.Future[Any]) -> None:
+        if not pending.cancelled() and pending.exception() is None and pending.result()[0]:
+            self.release(pending.result()[0], 0)

@@ -60,7 +60,7 @@ class LimitSettings(UserLimits):
     # Wall-clock limit on one turn, first byte to last; it ends with a timeout_error.
     request_timeout_s: float | None = Field(default=900.0, gt=0)
     # How long the limiter waits for its actor before it lets the request through (fail open, logged).
-    limiter_timeout_s: float = Field(default=2.0, gt=0)
+    limiter_timeout_s: float = Field(default=5.0, gt=0)
 
     def for_user(self, user_id: str) -> UserLimits:
         override = self.users.get(user_id)

@@ -63,7 +63,11 @@ def secure(relay: Relay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         "store_url": store_url,
         "providers": [{"provider_id": "echo", "provider_type": "echo", "model": "echo"}],
         "auth": {"mode": "required", "cache_ttl_s": 0},
-        "limits": {"users": {"carol": {"requests_per_min": 2}, "dave": {"concurrent_streams": 1}}},
+        # limiter_timeout_s: on this 2-core machine a busy moment must not let a turn through unlimited
+        "limits": {
+            "users": {"carol": {"requests_per_min": 2}, "dave": {"concurrent_streams": 1}},
+            "limiter_timeout_s": 60,
+        },
         "sessions": {"warm_pool_size": 1, "idle_ttl_s": 3600},
         "ingress_replicas": 2,
     }
