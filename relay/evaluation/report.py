@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from .charts import bar_chart, box_chart
-from .summary import CandidateSummary, percentile
+from .summary import SUMMARY_HEADER, CandidateSummary, format_ms, percentile, summary_row
 
 __all__ = ["render_report"]
 
@@ -43,31 +43,12 @@ document.getElementById('only-failing').addEventListener('change', function (eve
 """
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f} ms"
-
-
 def _summary_rows(summaries: Sequence[CandidateSummary]) -> str:
     out = []
     for s in summaries:
-        cost = "unpriced" if s.cost is None else f"${s.cost:,.4f}"
-        if s.judge_cost:
-            cost += f" (+judge ${s.judge_cost:,.4f})"
-        cells = (
-            s.cells,
-            s.errors,
-            f"{s.pass_rate:.1%}",
-            _ms(s.latency_p50),
-            _ms(s.latency_p95),
-            _ms(s.ttft_p50),
-            _ms(s.ttft_p95),
-            f"{s.input_tokens:,}",
-            f"{s.output_tokens:,}",
-            cost,
-        )
-        out.append(
-            f"<tr><th>{escape(s.label)}</th>" + "".join(f'<td class="n">{escape(str(c))}</td>' for c in cells) + "</tr>"
-        )
+        label, *cells = summary_row(s)
+        numbers = "".join(f'<td class="n">{escape(c)}</td>' for c in cells)
+        out.append(f"<tr><th>{escape(label)}</th>{numbers}</tr>")
     return "".join(out)
 
 
@@ -95,7 +76,7 @@ def _cell(records: list[dict[str, Any]]) -> tuple[str, bool]:
     shown = first.get("output") or (first.get("error") or {}).get("message", "")
     html = (
         f'<td class="cell {state}" data-state="{state}"><span class="verdict">{verdict}</span> '
-        f'<span class="stats">{_ms(latency)}</span><div class="out">{escape(shown[:400])}</div>'
+        f'<span class="stats">{format_ms(latency)}</span><div class="out">{escape(shown[:400])}</div>'
         f"<details><summary>details</summary><pre>{escape(chr(10).join(details))}</pre></details></td>"
     )
     return html, state != "pass"
@@ -147,10 +128,7 @@ def render_report(
         ("Cost", bar_chart("chart-cost", "Cost", {s.label: s.cost for s in summaries}, "$")),
     ]
     figures = "".join(f"<figure><figcaption>{escape(name)}</figcaption>{svg}</figure>" for name, svg in charts)
-    header = (
-        "<tr><th>provider</th><th>cells</th><th>errors</th><th>pass rate</th><th>latency p50</th>"
-        "<th>latency p95</th><th>TTFT p50</th><th>TTFT p95</th><th>tokens in</th><th>tokens out</th><th>cost</th></tr>"
-    )
+    header = "<tr>" + "".join(f"<th>{escape(name)}</th>" for name in SUMMARY_HEADER) + "</tr>"
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -7,7 +7,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CandidateSummary", "summarize", "summary_table", "percentile", "below_threshold"]
+__all__ = [
+    "CandidateSummary",
+    "SUMMARY_HEADER",
+    "summarize",
+    "summary_row",
+    "summary_table",
+    "percentile",
+    "below_threshold",
+    "format_ms",
+]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -82,7 +91,7 @@ def below_threshold(summaries: Iterable[CandidateSummary], fail_under: float) ->
     return [s for s in summaries if s.pass_rate < fail_under]
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
@@ -90,36 +99,41 @@ def _cost(value: float | None) -> str:
     return "unpriced" if value is None else f"${value:,.4f}"
 
 
-def summary_table(summaries: Sequence[CandidateSummary]) -> str:
-    header = (
-        "provider",
-        "cells",
-        "errors",
-        "pass rate",
-        "latency p50",
-        "latency p95",
-        "TTFT p50",
-        "TTFT p95",
-        "tokens in",
-        "tokens out",
-        "cost",
+SUMMARY_HEADER = (
+    "provider",
+    "cells",
+    "errors",
+    "pass rate",
+    "latency p50",
+    "latency p95",
+    "TTFT p50",
+    "TTFT p95",
+    "tokens in",
+    "tokens out",
+    "cost",
+)
+
+
+def summary_row(s: CandidateSummary) -> tuple[str, ...]:
+    """One provider's line of the summary, as the terminal table and the HTML report both show it."""
+    return (
+        s.label,
+        str(s.cells),
+        str(s.errors),
+        f"{s.pass_rate:.1%}",
+        format_ms(s.latency_p50),
+        format_ms(s.latency_p95),
+        format_ms(s.ttft_p50),
+        format_ms(s.ttft_p95),
+        f"{s.input_tokens:,}",
+        f"{s.output_tokens:,}",
+        _cost(s.cost) + (f" (+judge ${s.judge_cost:,.4f})" if s.judge_cost else ""),
     )
-    rows = [
-        (
-            s.label,
-            str(s.cells),
-            str(s.errors),
-            f"{s.pass_rate:.1%}",
-            _ms(s.latency_p50),
-            _ms(s.latency_p95),
-            _ms(s.ttft_p50),
-            _ms(s.ttft_p95),
-            f"{s.input_tokens:,}",
-            f"{s.output_tokens:,}",
-            _cost(s.cost) + (f" (+judge ${s.judge_cost:,.4f})" if s.judge_cost else ""),
-        )
-        for s in summaries
-    ]
+
+
+def summary_table(summaries: Sequence[CandidateSummary]) -> str:
+    header = SUMMARY_HEADER
+    rows = [summary_row(s) for s in summaries]
     widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
