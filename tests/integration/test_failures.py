@@ -7,8 +7,6 @@ directory and printed on the terminal when the module ends.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
 import time
 from collections import Counter
@@ -22,6 +20,7 @@ import ray
 
 from relay.store import open_store
 from tests.integration.conftest import Relay
+from tests.integration.figures import report_figures, store_name
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +35,9 @@ async def http(relay: Relay) -> Any:
 
 @pytest.fixture(scope="module")
 def figures(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    collected: dict[str, Any] = {"store": os.environ.get("RELAY_TEST_STORE", "sqlite")}
+    collected: dict[str, Any] = {"store": store_name()}
     yield collected
-    path = tmp_path_factory.getbasetemp() / "failure-figures.json"
-    path.write_text(json.dumps(collected, indent=2))
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled():  # past the output capture: shown on every run, not only with -s
-        print(f"\nfailure figures ({path}):\n{json.dumps(collected, indent=2)}")
+    report_figures(request, tmp_path_factory, "failure", collected)
 
 
 def seconds(values: list[float]) -> dict[str, float] | None:
