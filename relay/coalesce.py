@@ -5,7 +5,10 @@ does nothing when tokens arrive every 20 ms, so the window here grows with the
 number of streams the process carries: ``base * active / per_window``. The
 whole process then emits at most about ``per_window / base`` items/s however
 many streams it serves, while a lone stream flushes every token at once.
-Terminal events (``finish``, ``error``) never wait.
+Terminal events (``finish``, ``error``) never wait. Under load (more than one
+stream in the process), adjacent text (or reasoning) deltas of a batch become
+one event: every later stage (the session's run log, the encoders, the client)
+then pays per batch, not per token. A lone stream keeps one event per token.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from .events import TERMINAL_TYPES
 
-__all__ = ["LoadGauge", "coalesce"]
+__all__ = ["LoadGauge", "coalesce", "merge_deltas"]
 
 
 @dataclass(slots=True)
@@ -35,6 +38,25 @@ class LoadGauge:
 
 
 _DONE = object()
+_MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
+
+
+def merge_deltas(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join runs of plain text (or reasoning) deltas; events with any other key stay as they are."""
+    merged: list[dict[str, Any]] = []
+    for event in batch:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and event["type"] in _MERGEABLE
+            and last["type"] == event["type"]
+            and len(event) == 2
+            and len(last) == 2
+        ):
+            merged[-1] = {"type": event["type"], "content": last["content"] + event["content"]}
+        else:
+            merged.append(event)
+    return merged
 
 
 async def coalesce(
@@ -73,7 +95,7 @@ async def coalesce(
             if done:
                 batch.pop()
             if batch:
-                yield batch
+                yield merge_deltas(batch) if gauge.active > 1 and len(batch) > 1 else batch
             if done:
                 if failure:
                     raise failure[0]

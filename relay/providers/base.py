@@ -118,9 +118,18 @@ class SDKAdapter(BaseProviderAdapter):
         await self.client.close()
 
 
+KEEPALIVE_EXPIRY_S = 4.0
+
+
 def pooled_client(config: ProviderConfig) -> httpx2.AsyncClient:
     """One pooled client per replica: connections are reused across every stream it carries."""
-    limits = httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
+    # uvicorn (vLLM, LM Studio's and most Python servers) closes idle keep-alive connections after 5 s, httpx's own
+    # default expiry: a stream sent on one at that instant fails with a lost connection. Drop them first.
+    limits = httpx2.Limits(
+        max_connections=config.max_connections,
+        max_keepalive_connections=config.max_connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
     timeout = httpx2.Timeout(config.timeout, connect=config.connect_timeout)
     return httpx2.AsyncClient(limits=limits, timeout=timeout, follow_redirects=True)
 

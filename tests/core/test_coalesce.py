@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from relay.coalesce import LoadGauge, coalesce
-from relay.events import finish, text_delta
+from relay.coalesce import LoadGauge, coalesce, merge_deltas
+from relay.events import finish, reasoning_delta, text_delta
 
 
 async def paced(n: int, gap: asyncio.Event | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -33,9 +33,10 @@ async def test_heavy_load_packs_many_events_per_batch_and_keeps_them_all() -> No
     gauge = LoadGauge(base_s=0.02, per_window=1.0, active=100)  # a 2 s window
     batches = [batch async for batch in coalesce(paced(50), gauge)]
     events = [e for b in batches for e in b]
-    assert [e["content"] for e in events[:-1]] == [str(i) for i in range(50)]
+    assert "".join(e["content"] for e in events[:-1]) == "".join(str(i) for i in range(50))
     assert events[-1]["type"] == "finish"
     assert len(batches) <= 3
+    assert len(events) <= 4  # a batch's deltas travel as one event
 
 
 async def test_the_gauge_counts_streams_in_flight() -> None:
@@ -60,3 +61,28 @@ async def test_source_errors_reach_the_consumer_after_earlier_events() -> None:
         async for batch in coalesce(broken(), LoadGauge()):
             seen.extend(batch)
     assert seen == [text_delta("ok")]
+
+
+def test_merging_joins_runs_of_plain_deltas_only() -> None:
+    tagged = {"type": "text-delta", "content": "x", "provider": "a"}
+    arguments = {"type": "tool-call-delta", "index": 0, "arguments_delta": "{"}
+    batch = [
+        reasoning_delta("th"),
+        reasoning_delta("ink"),
+        text_delta("a"),
+        text_delta("b"),
+        arguments,
+        text_delta("c"),
+        tagged,
+        text_delta("d"),
+        finish("stop"),
+    ]
+    assert merge_deltas(batch) == [
+        reasoning_delta("think"),
+        text_delta("ab"),
+        arguments,
+        text_delta("c"),
+        tagged,
+        text_delta("d"),
+        finish("stop"),
+    ]

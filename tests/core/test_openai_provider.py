@@ -11,6 +11,7 @@ import httpx2
 import openai
 import orjson
 import pytest
+import uvicorn
 
 from relay.app import build_app
 from relay.coalesce import LoadGauge
@@ -30,6 +31,7 @@ from relay.errors import (
 )
 from relay.local import LocalBackend
 from relay.providers import create_adapter
+from relay.providers.base import pooled_client
 from relay.providers.runtime import ProviderRuntime
 from relay.reply import Reply
 from relay.request import ChatRequest
@@ -212,6 +214,12 @@ async def test_one_pooled_client_reuses_its_connections(upstream: tuple[FakeOpen
     for text in ("one", "two", "three"):
         await run(adapter, request(text))
     assert len({r["port"] for r in fake.requests}) == 1  # keep-alive: one TCP connection for three streams
+
+
+def test_idle_connections_expire_before_uvicorns_keep_alive_closes_them() -> None:
+    pool = pooled_client(config("http://127.0.0.1:9/v1"))._transport._pool  # type: ignore[attr-defined]
+    # a stream sent on a connection the server is closing fails as a lost connection (seen in benchmarks/run.py)
+    assert pool._keepalive_expiry < uvicorn.Config(app=None).timeout_keep_alive
 
 
 async def test_a_caller_supplied_http_client_is_used(upstream: tuple[FakeOpenAI, str]) -> None:
