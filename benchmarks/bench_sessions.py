@@ -256,7 +256,7 @@ async def measure(url: str, rounds: int, cold_rounds: int, cohost: int, store_ur
             f"({cohost} - 1 sessions) / {cohost - 1}; {HISTORY_TURNS} stored turns of 40 words each",
         ),
         ("idle CPU per session actor (mean)", f"{cpu:.2f} % of a core", "over 10 s"),
-        ("actor cap with these defaults", f"{stats['max_actors']}", "8 per core: 16 on 2 cores, 128 on 16"),
+        ("actor cap with these defaults", f"{stats['max_actors']}", "2 per core, at least 4: 4 on 2 cores, 32 on 16"),
     ]
 
 

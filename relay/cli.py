@@ -84,10 +84,11 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
 
+    from actors.deploy import DeployFailed, apply_serve_env, deploy_config
+
+    apply_serve_env()  # before ray.init: the local cluster's processes inherit it
     import ray
     from ray import serve
-
-    from actors.deploy import DeployFailed, deploy_config
 
     # A cluster of its own, even when one that `ray start` began runs on this machine (ray.init would join it and
     # this command's shutdown would stop its Serve apps); RAY_ADDRESS still names one to join on purpose.

@@ -99,8 +99,13 @@ class ProviderConfig(BaseModel):
 
 
 def live_cap_for(cores: float) -> int:
-    """An idle live actor costs ~0.9 % of a core (DESIGN.md): 8 per core keeps them under 8 %."""
-    return max(8, int(8 * cores))
+    """Session actor processes for a cluster of ``cores``: 2 per core, at least 4.
+
+    Sessions pack into actors at ~50 KB each (benchmarks/bench_sessions.py), so processes are for parallelism,
+    not room. Each one costs ~0.9 % of a core idle and a Ray hop per relayed batch; on 2 cores, 16 actors cost
+    more CPU than 4 and delivered less (benchmarks/README.md).
+    """
+    return max(4, int(2 * cores))
 
 
 class SessionSettings(BaseModel):
