@@ -30,7 +30,7 @@ class LoadGauge:
     """Streams in flight in this process, shared by every stream it produces."""
 
     base_s: float = 0.02
-    per_window: float = 10.0
+    per_window: float = 4.0
     active: int = 0
 
     def window(self, hint: int = 1) -> float:

@@ -138,8 +138,11 @@ class RelaySettings(BaseModel):
     media_dirs: list[str] = Field(default_factory=list)
     # When this variable holds a key, admin routes (provider registration) require it as a bearer token.
     admin_key_env: str = "RELAY_ADMIN_KEY"
+    # A pool replica's flush window is base * streams / per_window (relay.coalesce): at most per_window / base
+    # batches/s (200) however many streams it carries. 4 cut Relay's CPU at C=32 by a third against 10
+    # (benchmarks/README.md); a lone stream still flushes every token at once.
     coalesce_base_s: float = 0.02
-    coalesce_per_window: float = 10.0
+    coalesce_per_window: float = 4.0
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None
