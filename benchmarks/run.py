@@ -243,6 +243,24 @@ def warm_up(target: Target, args: argparse.Namespace) -> None:
         report = asyncio.run(run_load(target.url, **options))
     if report.ok < 2:
         raise RuntimeError(f"warm-up through {target.name} failed: {report.error_samples}")
+    if target.name == "relay":
+        settle_session_actors(target)
+
+
+def settle_session_actors(target: Target) -> None:
+    """The warm-up's sessions took pooled actors; wait for the directory to refill the pool before timing.
+
+    Otherwise C=1 measures process starts (~1 s of CPU each on this machine), not the steady state.
+    """
+    stats_url = target.url.replace("/v1/chat/completions", "/api/stats")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sessions = httpx.get(stats_url, headers=target.headers, timeout=10).json()["sessions"]
+        full = sessions["live_actors"] + sessions["pooled"] >= sessions["max_actors"]
+        if sessions["creating"] == 0 and (full or sessions["pooled"] >= sessions["warm_pool_size"]):
+            return
+        time.sleep(0.5)
+    log("the session directory was still starting actors after 60 s; measuring anyway")
 
 
 def loadavg() -> str:
