@@ -177,9 +177,12 @@ class SessionDirectory:
             self.creating -= 1
 
     def _warm(self, actor: ActorHandle) -> None:
-        """Start opening the default provider's pool handle in a new actor; placement does not wait for it."""
-        provider = self.providers.get(self.default_provider or "")
-        if provider is not None:
+        """Start opening every pool's handle in a new actor; placement does not wait for it.
+
+        A handle's first call waits ~0.3 s for its router to learn the pool's replicas (Decision 3 in
+        benchmarks/README.md): paid here, not by the first turn the actor serves on each provider.
+        """
+        for provider in self.providers.values():
             actor.warm.remote(provider.pool_app, provider.provider_id)
 
     def _actor_count(self) -> int:
@@ -365,6 +368,12 @@ class SessionDirectory:
         adapter_class(config)  # an unknown provider_type is a 400 now, not a broken deployment
         public = await self._deploy(config)
         self.registry.save(config)
+        # Every actor, live or pooled, opens the new pool's handle before the caller hears back (the deploy took
+        # seconds; this ~0.3 s): the first turns sent to it do not each wait for a router to warm up.
+        await asyncio.gather(
+            *(actor.warm.remote(public.pool_app, public.provider_id) for actor in self.actors()),
+            return_exceptions=True,
+        )
         return public
 
     async def unregister_provider(self, provider_id: str) -> None:

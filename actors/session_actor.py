@@ -110,6 +110,10 @@ class SessionActor:
         del self.sessions[session_id]
         return True
 
+    def pools(self) -> list[str]:
+        """The pools this process holds a handle to (warmed or used)."""
+        return sorted(name for _, name in self.handles)
+
     def hosted(self) -> list[str]:
         return list(self.sessions)
 
