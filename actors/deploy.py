@@ -10,24 +10,27 @@ from ray import serve
 from ray.serve._private import api as serve_api
 from ray.serve.schema import ServeDeploySchema
 
-__all__ = ["SERVE_ENV", "DeployFailed", "apply_serve_env", "deploy_config"]
+__all__ = ["RAY_ENV", "DeployFailed", "apply_ray_env", "deploy_config"]
 
 # Serve's throughput mode: user code and each handle's router on the process's own event loop (no thread hop per
 # message), gRPC between handles and replicas, GC frozen after start-up. Measured in benchmarks/README.md ("what
 # each lever bought"). Three of its parts stay off: direct ingress (the proxy keeps the one port, its WebSockets
 # and the loopback bind), and the buffered, stderr-less logs (Relay's JSON log lines leave at once, as
-# operations expect). Every Ray process reads these at import, so they must be set before Ray starts.
-SERVE_ENV = {
+# operations expect). The GCS keeps the last 2,000 task records for the state API, not Ray's default 100,000:
+# with the default it grew ~10 MiB/min under a 30-minute soak, flat with 2,000 (benchmarks/README.md).
+# Every Ray process reads these at start or import, so they must be set before Ray starts.
+RAY_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_SERVE_LOG_TO_STDERR": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_task_events_max_num_task_in_gcs": "2000",
 }
 
 
-def apply_serve_env() -> None:
-    """Set ``SERVE_ENV`` for the Ray processes this one starts; a value already in the environment wins."""
-    for key, value in SERVE_ENV.items():
+def apply_ray_env() -> None:
+    """Set ``RAY_ENV`` for the Ray processes this one starts; a value already in the environment wins."""
+    for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
 
 

@@ -84,9 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
 
-    from actors.deploy import DeployFailed, apply_serve_env, deploy_config
+    from actors.deploy import DeployFailed, apply_ray_env, deploy_config
 
-    apply_serve_env()  # before ray.init: the local cluster's processes inherit it
+    apply_ray_env()  # before ray.init: the local cluster's processes inherit it
     import ray
     from ray import serve
 

@@ -29,7 +29,7 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 import serve_app
-from actors.deploy import SERVE_ENV
+from actors.deploy import RAY_ENV
 from relay.config import RelaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_cluster_yaml_passes_the_checks_ray_up_applies() -> None:
     def ray_start_args(commands: list[str]) -> list[str]:
         [command] = [c for c in commands if "ray start" in c]
         exported = command.split("ray start", 1)[0]
-        assert all(f"{key}={value}" in exported for key, value in SERVE_ENV.items())  # before Ray starts
+        assert all(f"{key}={value}" in exported for key, value in RAY_ENV.items())  # before Ray starts
         args = shlex.split(command.split("ray start", 1)[1])
         ray_start.make_context("start", list(args))  # every flag is one `ray start` takes
         return args
@@ -162,5 +162,5 @@ def test_rayservice_carries_serve_yaml_to_kuberay() -> None:
     assert workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
     for container in (head, worker):  # keys come from a Secret, never from the manifest; env is Serve's tuning only
         assert container["envFrom"] == [{"secretRef": {"name": "relay-secrets"}}]
-        assert {item["name"]: item["value"] for item in container["env"]} == SERVE_ENV
+        assert {item["name"]: item["value"] for item in container["env"]} == RAY_ENV
     assert "api_key" not in spec["serveConfigV2"]

@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from actors.deploy import apply_serve_env, deploy_config
+from actors.deploy import apply_ray_env, deploy_config
 from relay.cli import load_serve_config
 from tests.conftest import pg_schema
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -93,7 +93,7 @@ def relay(
         args["store_url"] = store.enter_context(pg_schema())
         os.environ.setdefault("RELAY_SECRET_KEY", Fernet.generate_key().decode())  # no key file beside a shared DB
     os.environ["RELAY_TEST_ANTHROPIC_KEY"] = anthropic.api_key
-    apply_serve_env()  # the suite runs Serve the way `relay serve` does
+    apply_ray_env()  # the suite runs Serve the way `relay serve` does
     # "local": always a cluster of its own, never the latest one a Cluster-based test on this machine recorded.
     ray.init(address="local", namespace="serve", include_dashboard=False, log_to_driver=False)
     try:

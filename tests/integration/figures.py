@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from actors.deploy import SERVE_ENV
+from actors.deploy import RAY_ENV
 from tests.conftest import pg_schema
 
 __all__ = ["report_figures", "run_cluster_script", "store_name"]
@@ -40,7 +40,7 @@ def run_cluster_script(module: str, env: dict[str, str]) -> tuple[dict[str, Any]
     A subprocess, so its cluster never meets the session's shared one. Returns the figures and the exit code:
     exit 1 still carries figures, which the test judges before it checks the code.
     """
-    env = SERVE_ENV | env  # its cluster runs Serve the way `relay serve` does
+    env = RAY_ENV | env  # its cluster runs Serve the way `relay serve` does
     with contextlib.ExitStack() as stack:
         if store_name() == "postgres":
             env = {**env, "RELAY_STORE_URL": stack.enter_context(pg_schema())}
