@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,21 +42,21 @@ _DONE = object()
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
 
 
+def _plain_delta(event: dict[str, Any]) -> str | None:
+    """The type of a text or reasoning delta that carries nothing but its content; None for any other event."""
+    return event["type"] if event["type"] in _MERGEABLE and len(event) == 2 else None
+
+
 def merge_deltas(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Join runs of plain text (or reasoning) deltas; events with any other key stay as they are."""
+    """Join runs of plain text (or reasoning) deltas; every other event stays as it is."""
     merged: list[dict[str, Any]] = []
-    for event in batch:
-        last = merged[-1] if merged else None
-        if (
-            last is not None
-            and event["type"] in _MERGEABLE
-            and last["type"] == event["type"]
-            and len(event) == 2
-            and len(last) == 2
-        ):
-            merged[-1] = {"type": event["type"], "content": last["content"] + event["content"]}
-        else:
-            merged.append(event)
+    for kind, run in itertools.groupby(batch, key=_plain_delta):
+        if kind is None:
+            merged.extend(run)
+            continue
+        events = list(run)
+        joined = "".join(event["content"] for event in events)
+        merged.append(events[0] if len(events) == 1 else {"type": kind, "content": joined})
     return merged
 
 
