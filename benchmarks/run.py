@@ -67,6 +67,7 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     cpu_root: int | None = None  # the gateway's process tree
     actors: Callable[[], CpuSample] | None = None  # Relay's session actors
+    stats_url: str | None = None  # Relay's /api/stats: the warm-up waits for its session directory
 
 
 class Processes:
@@ -153,7 +154,9 @@ def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace) -
     log(f"Relay at {url}, provider {args.relay_model} -> {upstream_url}")
     # A Relay we did not start: every session actor on this machine counts, whoever's.
     actors = partial(_actors_in, cpu_root) if cpu_root is not None else partial(sample_titled, ACTOR_TITLE)
-    return Target("relay", f"{url}/v1/chat/completions", args.relay_model, headers, cpu_root, actors)
+    return Target(
+        "relay", f"{url}/v1/chat/completions", args.relay_model, headers, cpu_root, actors, f"{url}/api/stats"
+    )
 
 
 def _actors_in(root: int) -> CpuSample:
@@ -243,19 +246,18 @@ def warm_up(target: Target, args: argparse.Namespace) -> None:
         report = asyncio.run(run_load(target.url, **options))
     if report.ok < 2:
         raise RuntimeError(f"warm-up through {target.name} failed: {report.error_samples}")
-    if target.name == "relay":
-        settle_session_actors(target)
+    if target.stats_url is not None:
+        settle_session_actors(target.stats_url, target.headers)
 
 
-def settle_session_actors(target: Target) -> None:
+def settle_session_actors(stats_url: str, headers: dict[str, str]) -> None:
     """The warm-up's sessions took pooled actors; wait for the directory to refill the pool before timing.
 
     Otherwise C=1 measures process starts (~1 s of CPU each on this machine), not the steady state.
     """
-    stats_url = target.url.replace("/v1/chat/completions", "/api/stats")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        sessions = httpx.get(stats_url, headers=target.headers, timeout=10).json()["sessions"]
+        sessions = httpx.get(stats_url, headers=headers, timeout=10).json()["sessions"]
         full = sessions["live_actors"] + sessions["pooled"] >= sessions["max_actors"]
         if sessions["creating"] == 0 and (full or sessions["pooled"] >= sessions["warm_pool_size"]):
             return
