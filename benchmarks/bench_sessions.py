@@ -29,7 +29,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from actors.deploy import deploy_config
+from actors.deploy import apply_ray_env, deploy_config
 from actors.session_actor import SessionActor
 from relay.cli import load_serve_config
 from relay.config import ProviderConfig
@@ -276,6 +276,7 @@ def main() -> None:
         app_args["sessions"] = {**WARM, "idle_ttl_s": 3600}
         if args.store:
             app_args["store_url"] = args.store
+        apply_ray_env()  # the cluster runs Serve as `relay serve` runs it
         ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
         try:
             deploy_config(config)
