@@ -22,7 +22,7 @@ __all__ = ["ProviderPool", "pool_name", "registered_app_name", "deploy_registere
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 class ProviderPool:
-    def __init__(self, config: ProviderConfig, coalesce_base_s: float = 0.02, coalesce_per_window: float = 4.0):
+    def __init__(self, config: ProviderConfig, coalesce_base_s: float, coalesce_per_window: float):
         configure_logging([config.resolve_key()])
         self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window))
 

@@ -23,15 +23,19 @@ from typing import Any
 
 from .events import TERMINAL_TYPES
 
-__all__ = ["LoadGauge", "coalesce", "merge_deltas"]
+__all__ = ["BASE_S", "PER_WINDOW", "LoadGauge", "coalesce", "merge_deltas"]
+
+# The defaults, also those of RelaySettings (coalesce_base_s, coalesce_per_window): measured in benchmarks/README.md.
+BASE_S = 0.02
+PER_WINDOW = 4.0
 
 
 @dataclass(slots=True)
 class LoadGauge:
     """Streams in flight in this process, shared by every stream it produces."""
 
-    base_s: float = 0.02
-    per_window: float = 4.0
+    base_s: float = BASE_S
+    per_window: float = PER_WINDOW
     active: int = 0
 
     def window(self, hint: int = 1) -> float:

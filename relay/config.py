@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from . import coalesce
 from .auth import AuthSettings
 from .context import ContextSettings
 from .limits import LimitSettings
@@ -141,8 +142,8 @@ class RelaySettings(BaseModel):
     # A pool replica's flush window is base * streams / per_window (relay.coalesce): at most per_window / base
     # batches/s (200) however many streams it carries. 4 cut Relay's CPU at C=32 by a third against 10
     # (benchmarks/README.md); a lone stream still flushes every token at once.
-    coalesce_base_s: float = 0.02
-    coalesce_per_window: float = 4.0
+    coalesce_base_s: float = coalesce.BASE_S
+    coalesce_per_window: float = coalesce.PER_WINDOW
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None
