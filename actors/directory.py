@@ -33,7 +33,7 @@ from ray.actor import ActorHandle
 from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_cap_for
 from relay.errors import Conflict, InvalidRequest, Overloaded
 from relay.providers import adapter_class
-from relay.registry import ProviderRegistry
+from relay.providers.catalog import ProviderRegistry
 from relay.store import open_store
 
 from .names import registered_app_name

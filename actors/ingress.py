@@ -1,4 +1,4 @@
-"""The Serve ingress: the Starlette app from ``relay.app`` over a Ray-backed ``Backend``."""
+"""The Serve ingress: the Starlette app from ``relay.http.app`` over a Ray-backed ``Backend``."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
-from relay.app import build_app
-from relay.backend import StoredSessions, Turn
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Overloaded, RelayError
+from relay.http.app import build_app
 from relay.logs import configure_logging
 from relay.request import ChatRequest
-from relay.runlog import RunNotLive
+from relay.session.backend import StoredSessions, Turn
+from relay.session.runlog import RunNotLive
 from relay.store import open_store
 
 from .limiter import RemoteLimits, limiter_name

@@ -16,7 +16,8 @@ from typing import Any
 
 import ray
 
-from relay.limits import Decision, Limiter, LimitSettings
+from relay.config import LimitSettings
+from relay.http.limits import Decision, Limiter
 
 from .metrics import ingress_metrics
 

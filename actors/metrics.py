@@ -51,7 +51,7 @@ class IngressMetrics:
 
 
 class PoolMetrics:
-    """A ``relay.telemetry.MetricsSink`` over Ray's metrics, for one pool replica."""
+    """A ``relay.providers.telemetry.MetricsSink`` over Ray's metrics, for one pool replica."""
 
     def __init__(self) -> None:
         self.requests = Counter(

@@ -7,12 +7,12 @@ from typing import Any
 
 from ray import serve
 
-from relay.coalesce import LoadGauge
 from relay.config import ProviderConfig
 from relay.logs import configure_logging, set_request_id
+from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
+from relay.providers.telemetry import observe
 from relay.request import ChatRequest
-from relay.telemetry import observe
 
 from .metrics import pool_metrics
 from .names import pool_name, registered_app_name

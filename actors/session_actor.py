@@ -18,12 +18,12 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from relay.context import ContextSettings
+from relay.config import ContextSettings
 from relay.logs import configure_logging, set_request_id
 from relay.request import ChatRequest, Target
-from relay.routes import Router
-from relay.runlog import RunNotLive
-from relay.session import Session
+from relay.session.balancer import Router
+from relay.session.runlog import RunNotLive
+from relay.session.session import Session
 from relay.store import Store, open_store
 
 from .names import pool_name

@@ -32,9 +32,9 @@ import httpx
 import psycopg
 import uvicorn
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.session.local_backend import LocalBackend
 
 
 @contextlib.contextmanager

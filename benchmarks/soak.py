@@ -46,7 +46,7 @@ import websockets
 import yaml
 
 from benchmarks.procfs import sample_tree
-from relay.auth import new_key
+from relay.http.auth import new_key
 from relay.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 import orjson
 
-from .errors import error_for_status
-from .events import EVENT_ADAPTER, Event, StatusEvent
-from .http import USER_HEADER
-from .reply import Reply
+from relay.errors import error_for_status
+from relay.events import EVENT_ADAPTER, Event, StatusEvent
+from relay.http.io import USER_HEADER
+from relay.reply import Reply
 
 __all__ = ["Client", "AsyncClient", "ChatResult"]
 

@@ -2,7 +2,7 @@
 
 Provider keys never appear in a config file: a provider names the environment
 variable that holds its key (``api_key_env``), or receives the key at runtime
-registration, which stores it sealed with Fernet (``relay.secrets``) so that a
+registration, which stores it sealed with Fernet (``relay.providers.sealing``) so that a
 registered provider survives a restart; it is never logged or returned.
 """
 
@@ -11,18 +11,21 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-
-from . import coalesce
-from .auth import AuthSettings
-from .context import ContextSettings
-from .limits import LimitSettings
-from .routes import RouteConfig
-from .tools.registry import ToolSettings
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
+    "AuthSettings",
+    "CacheSettings",
+    "ContextSettings",
+    "LimitSettings",
+    "PoolConfig",
+    "RouteConfig",
+    "ToolSettings",
+    "UserLimits",
+    "COALESCE_BASE_S",
+    "COALESCE_PER_WINDOW",
     "ProviderConfig",
     "ProviderType",
     "SessionSettings",
@@ -30,6 +33,149 @@ __all__ = [
     "default_providers",
     "live_cap_for",
 ]
+
+
+# Coalescing defaults (relay.providers.coalesce): a pool replica's flush window is BASE_S x streams / PER_WINDOW.
+COALESCE_BASE_S = 0.02
+COALESCE_PER_WINDOW = 4.0
+
+Strategy = Literal["weighted", "least-busy", "latency"]
+
+
+class CacheSettings(BaseModel):
+    """``cache:`` on a route."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+    # A reply larger than this (its events as JSON) is served but not stored.
+    max_entry_bytes: int = Field(default=1 << 20, ge=1)
+    # Filled in when a request sets no temperature, so that plain requests are deterministic and cacheable.
+    default_temperature: float | None = Field(default=0.0, ge=0, le=2)
+
+
+class AuthSettings(BaseModel):
+    """``auth: required`` (or ``{mode: required}``) turns auth on before the first key exists."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["auto", "required"] = "auto"
+    # How long a key lookup is trusted: a revoked key stops working within this many seconds.
+    cache_ttl_s: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_mode(cls, data: Any) -> Any:
+        return {"mode": data} if isinstance(data, str) else data
+
+
+class ContextSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The newest turns sent verbatim: at most this many runs and about this many tokens (4 chars ≈ 1 token).
+    history_max_runs: int | None = Field(default=None, ge=1)
+    history_max_tokens: int | None = Field(default=8000, ge=1)
+    # Who writes summaries of what falls outside the budget; None: older turns are simply left out.
+    summary_provider: str | None = None
+    summary_model: str | None = None
+    # The longest a turn's first token waits for a new summary; past it the turn uses the previous one.
+    summary_wait_s: float = Field(default=2.0, ge=0)
+    # Who extracts facts about the user after each run; None: no cross-session memory.
+    memory_provider: str | None = None
+    memory_model: str | None = None
+    memory_max_facts: int = Field(default=50, ge=1)
+
+
+class UserLimits(BaseModel):
+    """None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests_per_min: int | None = Field(default=None, ge=1)
+    tokens_per_min: int | None = Field(default=None, ge=1)
+    concurrent_streams: int | None = Field(default=None, ge=1)
+
+
+class LimitSettings(UserLimits):
+    """Defaults for every user, ``users`` overrides per user id, and the caps on a single request."""
+
+    users: dict[str, UserLimits] = Field(default_factory=dict)
+    # Messages one request may carry (an OpenAI client resends the whole history each turn).
+    max_messages: int = Field(default=1000, ge=1)
+    # Messages a stored session may hold; a longer conversation continues in a new session.
+    max_session_messages: int | None = Field(default=None, ge=1)
+    # Wall-clock limit on one turn, first byte to last; it ends with a timeout_error.
+    request_timeout_s: float | None = Field(default=900.0, gt=0)
+    # How long the limiter waits for its actor before it lets the request through (fail open, logged).
+    limiter_timeout_s: float = Field(default=5.0, gt=0)
+
+    def for_user(self, user_id: str) -> UserLimits:
+        override = self.users.get(user_id)
+        if override is None:
+            return self
+        return UserLimits.model_validate(
+            {name: getattr(override, name) if name in override.model_fields_set else getattr(self, name)
+             for name in UserLimits.model_fields}
+        )
+
+    @property
+    def enforced(self) -> bool:
+        """Whether any per-user limit is set: with none, the cluster's limiter is never asked."""
+        limits = (self.requests_per_min, self.tokens_per_min, self.concurrent_streams)
+        return bool(self.users) or any(limit is not None for limit in limits)
+
+    @property
+    def lease_ttl_s(self) -> float:
+        return (self.request_timeout_s or 3600.0) + 60.0
+
+
+class PoolConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # The upstream model on this pool; default: the provider's own default model.
+    model: str | None = None
+    weight: float = Field(default=1.0, gt=0, le=1_000_000)
+
+
+class RouteConfig(BaseModel):
+    """``routes:`` in the server config: clients name ``name`` as their model (or provider_id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    strategy: Strategy = "weighted"
+    pools: list[PoolConfig] = Field(min_length=1, max_length=32)
+    # Share of requests a ``latency`` route still sends by weight, to keep measuring every pool.
+    explore: float = Field(default=0.05, ge=0, le=1)
+    # Tried after every pool of the route has failed.
+    fallbacks: list[str] = Field(default_factory=list, max_length=8)
+    # Present: deterministic requests on this route are answered from the response cache (relay.session.cache).
+    cache: CacheSettings | None = None
+
+    @model_validator(mode="after")
+    def _distinct_pools(self) -> RouteConfig:
+        seen = [(pool.provider, pool.model) for pool in self.pools]
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"route '{self.name}' lists the same pool twice")
+        return self
+
+
+class ToolSettings(BaseModel):
+    """``tools:`` in the server config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: bool = True
+    entry_points: bool = True
+    # ``package.module:function`` of each extra tool; the module must be importable on every node.
+    functions: list[str] = Field(default_factory=list)
+    # Tools every request gets unless it (or its session's ``session_data.relay_tools``) names its own.
+    enabled: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    max_output_chars: int = Field(default=16_384, ge=1, le=10_000_000)
+    # Model calls per run: each step is one call, then the tools it asked for.
+    max_steps: int = Field(default=8, ge=1, le=100)
+
 
 
 class ProviderType(StrEnum):
@@ -139,21 +285,21 @@ class RelaySettings(BaseModel):
     media_dirs: list[str] = Field(default_factory=list)
     # When this variable holds a key, admin routes (provider registration) require it as a bearer token.
     admin_key_env: str = "RELAY_ADMIN_KEY"
-    # A pool replica's flush window is base * streams / per_window (relay.coalesce): at most per_window / base
+    # A pool replica's flush window is base * streams / per_window (relay.providers.coalesce): at most per_window / base
     # batches/s (200) however many streams it carries. 4 cut Relay's CPU at C=32 by a third against 10
     # (benchmarks/README.md); a lone stream still flushes every token at once.
-    coalesce_base_s: float = coalesce.BASE_S
-    coalesce_per_window: float = coalesce.PER_WINDOW
+    coalesce_base_s: float = COALESCE_BASE_S
+    coalesce_per_window: float = COALESCE_PER_WINDOW
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None
-    # API keys (relay.auth): "required", or "auto": on once the store holds a key.
+    # API keys (relay.http.auth): "required", or "auto": on once the store holds a key.
     auth: AuthSettings = Field(default_factory=AuthSettings)
-    # Per-user rates and concurrent streams, and the caps on one request (relay.limits).
+    # Per-user rates and concurrent streams, and the caps on one request (relay.http.limits).
     limits: LimitSettings = Field(default_factory=LimitSettings)
     # Server-side tools: where they come from, their limits, and the ones enabled by default (relay.tools).
     tools: ToolSettings = Field(default_factory=ToolSettings)
-    # Load-balanced routes: a name clients use as their model, over several pools (relay.routes).
+    # Load-balanced routes: a name clients use as their model, over several pools (relay.session.balancer).
     routes: list[RouteConfig] = Field(default_factory=list)
 
     def model_post_init(self, context: Any) -> None:

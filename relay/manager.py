@@ -19,16 +19,16 @@ from typing import Any, TypeVar, overload
 import httpx2
 from pydantic import BaseModel
 
-from .coalesce import LoadGauge
-from .config import ProviderConfig, ProviderType
-from .errors import NotFound
-from .media import MediaPolicy, normalize_messages
-from .providers.base import BaseProviderAdapter
-from .providers.runtime import ProviderRuntime
-from .reply import Reply
-from .request import ChatRequest, Target
-from .resilience import with_fallback
-from .structured import parse, response_format_for
+from relay.config import ProviderConfig, ProviderType
+from relay.errors import NotFound
+from relay.providers.base import BaseProviderAdapter
+from relay.providers.coalesce import LoadGauge
+from relay.providers.media import MediaPolicy, normalize_messages
+from relay.providers.resilience import with_fallback
+from relay.providers.runtime import ProviderRuntime
+from relay.providers.structured import parse, response_format_for
+from relay.reply import Reply
+from relay.request import ChatRequest, Target
 
 __all__ = ["MultiProviderManager", "get_multi_provider_manager"]
 

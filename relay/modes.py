@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InvalidRequest
+from relay.errors import InvalidRequest
 
 __all__ = [
     "GeneratorMode",

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cache import CachePolicy
-    from .routes import RoutePlan
-    from .tools import ToolSet
+    from relay.session.balancer import RoutePlan
+    from relay.session.cache import CachePolicy
+    from relay.tools import ToolSet
 
 __all__ = ["ChatRequest", "Target", "last_user_text"]
 

@@ -6,21 +6,21 @@ provider pools, and ``relay eval`` is its command line.
 
 from __future__ import annotations
 
-from .api import Prepared, evaluate_local, preflight, prepare
-from .costs import CostCeilingExceeded, CostEstimate, Price, PriceTable, estimate_cost
-from .dataset import DatasetError, Row, load_dataset, parse_rows
-from .export import write_outputs
-from .judge import LLMJudge, parse_verdict
-from .limits import LocalLimiter, RateLimits, TokenBucket
-from .local import RuntimeStreams
-from .plan import Candidate, Cell, config_hash, plan_cells
-from .progress import Progress
-from .report import render_report
-from .results import ResultStore, open_results
-from .runner import EvalResult, Evaluation
-from .scoring import Contains, Equals, JsonSchema, JsonValid, PythonScorer, Regex, Score, Scorer
-from .spec import EvalOptions, candidates_for, parse_scorer
-from .summary import CandidateSummary, summarize, summary_table
+from relay.evaluation.api import Prepared, evaluate_local, preflight, prepare
+from relay.evaluation.costs import CostCeilingExceeded, CostEstimate, Price, PriceTable, estimate_cost
+from relay.evaluation.dataset import DatasetError, Row, load_dataset, parse_rows
+from relay.evaluation.export import write_outputs
+from relay.evaluation.judge import LLMJudge, parse_verdict
+from relay.evaluation.limits import LocalLimiter, RateLimits, TokenBucket
+from relay.evaluation.local import RuntimeStreams
+from relay.evaluation.plan import Candidate, Cell, config_hash, plan_cells
+from relay.evaluation.progress import Progress
+from relay.evaluation.report import render_report
+from relay.evaluation.results import ResultStore, open_results
+from relay.evaluation.runner import EvalResult, Evaluation
+from relay.evaluation.scoring import Contains, Equals, JsonSchema, JsonValid, PythonScorer, Regex, Score, Scorer
+from relay.evaluation.spec import EvalOptions, candidates_for, parse_scorer
+from relay.evaluation.summary import CandidateSummary, summarize, summary_table
 
 __all__ = [
     "Candidate",

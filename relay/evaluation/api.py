@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ProviderConfig
-from .costs import CostEstimate, PriceTable
-from .dataset import Row, load_dataset, parse_rows
-from .export import write_outputs
-from .judge import LLMJudge
-from .limits import LocalLimiter
-from .local import RuntimeStreams
-from .plan import Candidate
-from .progress import Progress
-from .results import open_results
-from .runner import EvalResult, Evaluation, Limiter, StreamOpener
-from .scoring import PythonScorer, Scorer
-from .spec import EvalOptions, candidate_for, candidates_for, parse_scorer
+from relay.config import ProviderConfig
+from relay.evaluation.costs import CostEstimate, PriceTable
+from relay.evaluation.dataset import Row, load_dataset, parse_rows
+from relay.evaluation.export import write_outputs
+from relay.evaluation.judge import LLMJudge
+from relay.evaluation.limits import LocalLimiter
+from relay.evaluation.local import RuntimeStreams
+from relay.evaluation.plan import Candidate
+from relay.evaluation.progress import Progress
+from relay.evaluation.results import open_results
+from relay.evaluation.runner import EvalResult, Evaluation, Limiter, StreamOpener
+from relay.evaluation.scoring import PythonScorer, Scorer
+from relay.evaluation.spec import EvalOptions, candidate_for, candidates_for, parse_scorer
 
 __all__ = ["Prepared", "ScorerLike", "prepare", "preflight", "run_evaluation", "evaluate_local", "default_out"]
 

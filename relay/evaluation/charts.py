@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from .summary import percentile
+from relay.evaluation.summary import percentile
 
 __all__ = ["bar_chart", "box_chart", "PALETTE"]
 

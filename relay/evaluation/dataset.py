@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import RelayError
-from ..schemas import ChatCompletionBody, parse_body
-from ..wire.anthropic import from_anthropic_messages, from_anthropic_params
+from relay.errors import RelayError
+from relay.http.schemas import ChatCompletionBody, parse_body
+from relay.wire.anthropic import from_anthropic_messages, from_anthropic_params
 
 __all__ = ["Row", "DatasetError", "load_dataset", "parse_rows", "render"]
 

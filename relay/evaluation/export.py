@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from .report import render_report
-from .results import CELL_COLUMNS
-from .summary import CandidateSummary
+from relay.evaluation.report import render_report
+from relay.evaluation.results import CELL_COLUMNS
+from relay.evaluation.summary import CandidateSummary
 
 __all__ = ["write_jsonl", "write_csv", "write_parquet", "write_outputs"]
 

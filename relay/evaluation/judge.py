@@ -12,9 +12,9 @@ import json
 import re
 from typing import Any
 
-from .dataset import Row
-from .plan import Candidate
-from .scoring import Score, Scorer
+from relay.evaluation.dataset import Row
+from relay.evaluation.plan import Candidate
+from relay.evaluation.scoring import Score, Scorer
 
 __all__ = ["JUDGE_SYSTEM", "LLMJudge", "judge_messages", "parse_verdict"]
 

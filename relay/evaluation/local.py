@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from ..coalesce import LoadGauge
-from ..config import ProviderConfig
-from ..errors import NotFound
-from ..providers.runtime import ProviderRuntime
-from ..request import ChatRequest
+from relay.config import ProviderConfig
+from relay.errors import NotFound
+from relay.providers.coalesce import LoadGauge
+from relay.providers.runtime import ProviderRuntime
+from relay.request import ChatRequest
 
 __all__ = ["RuntimeStreams"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from ..request import ChatRequest
-from .dataset import Row
+from relay.evaluation.dataset import Row
+from relay.request import ChatRequest
 
 __all__ = ["Candidate", "Cell", "CellKey", "config_hash", "plan_cells", "parse_candidate"]
 

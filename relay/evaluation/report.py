@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from .charts import bar_chart, box_chart
-from .summary import SUMMARY_HEADER, CandidateSummary, format_ms, percentile, summary_row
+from relay.evaluation.charts import bar_chart, box_chart
+from relay.evaluation.summary import SUMMARY_HEADER, CandidateSummary, format_ms, percentile, summary_row
 
 __all__ = ["render_report"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .plan import CellKey
+from relay.evaluation.plan import CellKey
 
 __all__ = ["ResultStore", "open_results", "CELL_COLUMNS"]
 

@@ -21,18 +21,18 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..errors import as_relay_error
-from ..reply import Reply
-from ..request import ChatRequest
-from .costs import CostCeilingExceeded, CostEstimate, PriceTable, estimate_cost, estimate_input_tokens
-from .dataset import Row
-from .judge import LLMJudge
-from .plan import Candidate, Cell, CellKey, plan_cells
-from .progress import Progress
-from .results import ResultStore
-from .scoring import Score, Scorer
-from .spec import EvalOptions
-from .summary import CandidateSummary, below_threshold, summarize
+from relay.errors import as_relay_error
+from relay.evaluation.costs import CostCeilingExceeded, CostEstimate, PriceTable, estimate_cost, estimate_input_tokens
+from relay.evaluation.dataset import Row
+from relay.evaluation.judge import LLMJudge
+from relay.evaluation.plan import Candidate, Cell, CellKey, plan_cells
+from relay.evaluation.progress import Progress
+from relay.evaluation.results import ResultStore
+from relay.evaluation.scoring import Score, Scorer
+from relay.evaluation.spec import EvalOptions
+from relay.evaluation.summary import CandidateSummary, below_threshold, summarize
+from relay.reply import Reply
+from relay.request import ChatRequest
 
 __all__ = ["Evaluation", "EvalResult", "Limiter", "StreamOpener", "scorer_hash"]
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import jsonschema
 import orjson
 
-from .dataset import Row, render
+from relay.evaluation.dataset import Row, render
 
 __all__ = [
     "Score",

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ProviderConfig
-from .judge import LLMJudge
-from .plan import Candidate, parse_candidate
-from .scoring import Contains, Equals, JsonSchema, JsonValid, PythonScorer, Regex, Scorer, load_callable
+from relay.config import ProviderConfig
+from relay.evaluation.judge import LLMJudge
+from relay.evaluation.plan import Candidate, parse_candidate
+from relay.evaluation.scoring import Contains, Equals, JsonSchema, JsonValid, PythonScorer, Regex, Scorer, load_callable
 
 __all__ = ["EvalOptions", "parse_scorer", "parse_fraction", "candidate_for", "candidates_for", "SCORER_HELP"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from ..config import ProviderConfig
-from ..errors import InvalidRequest
-from .base import BaseProviderAdapter, request_features
+from relay.config import ProviderConfig
+from relay.errors import InvalidRequest
+from relay.providers.base import BaseProviderAdapter, request_features
 
 __all__ = [
     "ADAPTERS",

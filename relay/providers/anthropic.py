@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 import anthropic
 import orjson
 
-from ..errors import ProviderError, ProviderTimeout, RelayError, error_for_status
-from ..request import ChatRequest
-from ..structured import output_schema
-from ..wire.anthropic import AnthropicStream, error_from_anthropic, structured_input_schema, to_anthropic_request
-from .base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.errors import ProviderError, ProviderTimeout, RelayError, error_for_status
+from relay.providers.base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.providers.structured import output_schema
+from relay.request import ChatRequest
+from relay.wire.anthropic import AnthropicStream, error_from_anthropic, structured_input_schema, to_anthropic_request
 
 __all__ = ["AnthropicAdapter", "map_anthropic_error"]
 

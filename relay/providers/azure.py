@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import openai
 
-from ..errors import InvalidRequest
-from .base import pooled_client
-from .openai import OpenAIAdapter
+from relay.errors import InvalidRequest
+from relay.providers.base import pooled_client
+from relay.providers.openai import OpenAIAdapter
 
 __all__ = ["AzureOpenAIAdapter", "DEFAULT_API_VERSION"]
 

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import httpx2
 
-from ..config import ProviderConfig
-from ..errors import ProviderError, ProviderTimeout, RelayError, UnsupportedFeature
-from ..request import ChatRequest
+from relay.config import ProviderConfig
+from relay.errors import ProviderError, ProviderTimeout, RelayError, UnsupportedFeature
+from relay.request import ChatRequest
 
 __all__ = [
     "BaseProviderAdapter",

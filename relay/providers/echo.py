@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from ..errors import InvalidRequest, ProviderError, RateLimited
-from ..events import finish, text_delta, usage
-from ..request import ChatRequest, last_user_text
-from .base import BaseProviderAdapter
+from relay.errors import InvalidRequest, ProviderError, RateLimited
+from relay.events import finish, text_delta, usage
+from relay.providers.base import BaseProviderAdapter
+from relay.request import ChatRequest, last_user_text
 
 __all__ = ["EchoAdapter", "echo_tokens"]
 

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import openai
 import orjson
 
-from ..errors import ProviderError, ProviderTimeout, RelayError, error_for_status
-from ..request import ChatRequest
-from ..wire.openai import OpenAIStream, prepare_messages
-from .base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.errors import ProviderError, ProviderTimeout, RelayError, error_for_status
+from relay.providers.base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.request import ChatRequest
+from relay.wire.openai import OpenAIStream, prepare_messages
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
 

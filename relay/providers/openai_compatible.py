@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .openai import OpenAIAdapter
+from relay.providers.openai import OpenAIAdapter
 
 __all__ = ["OpenAICompatibleAdapter"]
 

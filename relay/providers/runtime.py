@@ -13,14 +13,14 @@ from typing import Any
 
 import httpx2
 
-from ..coalesce import LoadGauge, coalesce
-from ..config import ProviderConfig
-from ..errors import RelayError
-from ..request import ChatRequest
-from ..resilience import CircuitBreaker, RetryPolicy, retrying
-from ..structured import output_schema, validated
-from . import adapter_class
-from .base import BaseProviderAdapter
+from relay.config import ProviderConfig
+from relay.errors import RelayError
+from relay.providers import adapter_class
+from relay.providers.base import BaseProviderAdapter
+from relay.providers.coalesce import LoadGauge, coalesce
+from relay.providers.resilience import CircuitBreaker, RetryPolicy, retrying
+from relay.providers.structured import output_schema, validated
+from relay.request import ChatRequest
 
 __all__ = ["ProviderRuntime", "TTFT_EWMA_ALPHA"]
 
@@ -37,7 +37,7 @@ class ProviderRuntime:
         self.policy = RetryPolicy(config.max_retries, config.retry_base_s, config.retry_max_s)
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset_s)
         self.counters = {"requests": 0, "completed": 0, "errors": 0, "ttft_ms_total": 0.0, "duration_ms_total": 0.0}
-        # Streams this runtime carries now, and the moving TTFT average: what routes balance on (relay.routes).
+        # Streams this runtime carries now, and the moving TTFT average: what routes balance on (relay.session.balancer)
         self.in_flight = 0
         self.ttft_ewma_ms: float | None = None
         # A provider whose adapter cannot be built still deploys; its requests get the reason as a clear error.

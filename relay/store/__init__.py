@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import RUN_STATUSES, Store, new_id
-from .sqlite import SQLiteStore
+from relay.store.base import RUN_STATUSES, Store, new_id
+from relay.store.sqlite import SQLiteStore
 
 __all__ = ["Store", "SQLiteStore", "open_store", "new_id", "RUN_STATUSES"]
 
@@ -13,7 +13,7 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///"):
         return SQLiteStore(url[len("sqlite:///") :])
     if url.startswith(("postgres://", "postgresql://")):
-        from .postgres import PostgresStore  # psycopg loads only where a cluster store is used
+        from relay.store.postgres import PostgresStore  # psycopg loads only where a cluster store is used
 
         return PostgresStore(url)
     raise ValueError(f"Unsupported store URL {url!r}; use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import Conflict, NotFound
-from .responses import ResponseCacheRows
+from relay.errors import Conflict, NotFound
+from relay.store.cache_rows import ResponseCacheRows
 
 __all__ = ["Store", "new_id", "RUN_STATUSES", "MIGRATIONS", "Dialect"]
 
@@ -109,7 +109,7 @@ MIGRATIONS: list[Sequence[str]] = [
     ("ALTER TABLE runs ADD COLUMN feedback TEXT",),
     ("ALTER TABLE runs ADD COLUMN events TEXT",),
     (
-        # relay.cache: one row per exact request on a cached route, replayed until it expires.
+        # relay.session.cache: one row per exact request on a cached route, replayed until it expires.
         """CREATE TABLE IF NOT EXISTS response_cache (
             cache_key TEXT PRIMARY KEY,
             route TEXT NOT NULL,
@@ -120,7 +120,7 @@ MIGRATIONS: list[Sequence[str]] = [
         "CREATE INDEX IF NOT EXISTS response_cache_route ON response_cache (route, created_at)",
     ),
     (
-        # Relay API keys: only the SHA-256 of each key is kept (relay.auth says why that is enough).
+        # Relay API keys: only the SHA-256 of each key is kept (relay.http.auth says why that is enough).
         """CREATE TABLE IF NOT EXISTS api_keys (
             key_id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL,

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .base import Dialect, Store
+from relay.store.base import Dialect, Store
 
 __all__ = ["PostgresStore"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Dialect, Store
+from relay.store.base import Dialect, Store
 
 __all__ = ["SQLiteStore"]
 

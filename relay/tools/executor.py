@@ -21,7 +21,7 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from .schema import Tool, arguments_model
+from relay.tools.schema import Tool, arguments_model
 
 __all__ = ["ToolOutcome", "execute", "MAX_ERROR_CHARS"]
 

@@ -20,34 +20,16 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from relay.config import ToolSettings
+from relay.errors import InvalidRequest
+from relay.tools.builtin import BUILTIN_TOOLS
+from relay.tools.schema import Tool, ToolSet, tool_from_function
 
-from ..errors import InvalidRequest
-from .builtin import BUILTIN_TOOLS
-from .schema import Tool, ToolSet, tool_from_function
-
-__all__ = ["ENTRY_POINT_GROUP", "ToolRegistry", "ToolSettings", "load_function"]
+__all__ = ["ENTRY_POINT_GROUP", "ToolRegistry", "load_function"]
 
 log = logging.getLogger("relay.tools")
 
 ENTRY_POINT_GROUP = "relay.tools"
-
-
-class ToolSettings(BaseModel):
-    """``tools:`` in the server config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    builtin: bool = True
-    entry_points: bool = True
-    # ``package.module:function`` of each extra tool; the module must be importable on every node.
-    functions: list[str] = Field(default_factory=list)
-    # Tools every request gets unless it (or its session's ``session_data.relay_tools``) names its own.
-    enabled: list[str] = Field(default_factory=list)
-    timeout_s: float = Field(default=10.0, gt=0, le=600)
-    max_output_chars: int = Field(default=16_384, ge=1, le=10_000_000)
-    # Model calls per run: each step is one call, then the tools it asked for.
-    max_steps: int = Field(default=8, ge=1, le=100)
 
 
 def load_function(target: str) -> Any:

@@ -18,14 +18,14 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidRequest, RelayError, UnsupportedFeature, error_for_status
-from ..events import finish, reasoning_delta, text_delta
-from ..media import parse_data_uri
-from ..request import ChatRequest
-from ..structured import output_schema
+from relay.errors import InvalidRequest, RelayError, UnsupportedFeature, error_for_status
+from relay.events import finish, reasoning_delta, text_delta
+from relay.providers.media import parse_data_uri
+from relay.providers.structured import output_schema
+from relay.request import ChatRequest
 
 # The ingress direction lives in ``anthropic_ingress``; its names stay importable from here.
-from .anthropic_ingress import (
+from relay.wire.anthropic_ingress import (
     STOP_FROM_FINISH,
     AnthropicEncoder,
     anthropic_error_body,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidRequest, RelayError, UnsupportedFeature
+from relay.errors import InvalidRequest, RelayError, UnsupportedFeature
 
 __all__ = [
     "STOP_FROM_FINISH",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from ..events import finish, reasoning_delta, text_delta
-from ..media import parse_data_uri
+from relay.events import finish, reasoning_delta, text_delta
+from relay.providers.media import parse_data_uri
 
 __all__ = ["FINISH_REASONS", "OpenAIStream", "prepare_messages", "usage_event"]
 

@@ -10,14 +10,14 @@ from typing import Any
 import anthropic
 import pytest
 
-from relay.app import build_app
-from relay.coalesce import LoadGauge
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import InvalidRequest, Overloaded, ProviderTimeout, RateLimited
-from relay.local import LocalBackend
+from relay.http.app import build_app
 from relay.providers import create_adapter
+from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.request import ChatRequest
+from relay.session.local_backend import LocalBackend
 from tests.cases import WEATHER_TOOL
 from tests.fakes.anthropic_upstream import FakeAnthropic, ServerThread, signature
 

@@ -14,11 +14,11 @@ import orjson
 import pytest
 import websockets
 
-from relay.app import build_app
-from relay.auth import hash_key, new_key
 from relay.cli import main
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.http.auth import hash_key, new_key
+from relay.session.local_backend import LocalBackend
 from relay.store import open_store
 from tests.fakes.openai_upstream import ServerThread
 

@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
-from relay.app import build_app
-from relay.cache import CachePolicy, ResponseCache, cache_key, cacheable, replayable
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.session.cache import CachePolicy, ResponseCache, cache_key, cacheable, replayable
+from relay.session.local_backend import LocalBackend
 from relay.store import Store, open_store
 from tests.core.test_app import sse_events
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.app import build_app
 from relay.client import AsyncClient, Client
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Conflict, InvalidRequest, NotFound
 from relay.events import Event, FinishEvent, StatusEvent, TextDelta
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from relay.coalesce import LoadGauge, coalesce, merge_deltas
 from relay.events import finish, reasoning_delta, text_delta
+from relay.providers.coalesce import LoadGauge, coalesce, merge_deltas
 
 
 async def paced(n: int, gap: asyncio.Event | None = None) -> AsyncIterator[dict[str, Any]]:

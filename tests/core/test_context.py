@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from relay.config import ProviderConfig, RelaySettings
-from relay.context import ContextSettings, parse_facts, parse_summary, split_history
-from relay.local import LocalBackend
+from relay.config import ContextSettings, ProviderConfig, RelaySettings
 from relay.request import ChatRequest
+from relay.session.context import parse_facts, parse_summary, split_history
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import FakeOpenAI
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import openai
 import pytest
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import InvalidRequest
-from relay.local import LocalBackend
+from relay.http.app import build_app
 from relay.manager import MultiProviderManager
 from relay.providers import adapter_class
+from relay.session.local_backend import LocalBackend
 from tests.fakes.custom_adapter import ShoutAdapter
 from tests.fakes.openai_upstream import ServerThread
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from relay.cli import main
-from relay.evaluation.cli import parse_per_provider
+from relay.cli.eval import parse_per_provider
 from tests.fakes.openai_upstream import FakeOpenAI
 
 

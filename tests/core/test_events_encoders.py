@@ -6,8 +6,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from relay.encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, openai_completion
 from relay.events import EVENT_ADAPTER, error_event, finish, text_delta, usage
+from relay.http.encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, openai_completion
 from relay.reply import Reply
 
 TOOL_EVENTS = [

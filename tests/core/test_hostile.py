@@ -12,10 +12,10 @@ import orjson
 import pytest
 import websockets
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.http import MAX_BODY_BYTES, MAX_DEPTH
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.http.io import MAX_BODY_BYTES, MAX_DEPTH
+from relay.session.local_backend import LocalBackend
 from tests.cases import PNG, check_error
 from tests.fakes.openai_upstream import ServerThread
 

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.app import build_app
-from relay.config import ProviderConfig, RelaySettings
+from relay.config import LimitSettings, ProviderConfig, RelaySettings
 from relay.errors import PayloadTooLarge, RateLimited
-from relay.limits import Limiter, LimitSettings, LocalLimits, check_size, metered
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.http.limits import Limiter, LocalLimits, check_size, metered
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 

@@ -11,7 +11,7 @@ import pytest
 from relay.errors import InvalidRequest, ProviderError
 from relay.events import finish, status, text_delta
 from relay.modes import GENERATOR_MODES, QUEUED_BATCHES, GeneratorConfig, apply_mode, interleave, register_mode
-from relay.runlog import Cursor
+from relay.session.runlog import Cursor
 
 Batch = list[dict[str, Any]]
 

@@ -13,8 +13,6 @@ import orjson
 import pytest
 import uvicorn
 
-from relay.app import build_app
-from relay.coalesce import LoadGauge
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import (
     AuthenticationFailed,
@@ -29,12 +27,14 @@ from relay.errors import (
     RelayError,
     Unprocessable,
 )
-from relay.local import LocalBackend
+from relay.http.app import build_app
 from relay.providers import create_adapter
 from relay.providers.base import pooled_client
+from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.reply import Reply
 from relay.request import ChatRequest
+from relay.session.local_backend import LocalBackend
 from tests.cases import WEATHER_TOOL, adapter_events, user_request
 from tests.fakes.flaky_front import FlakyFront
 from tests.fakes.openai_upstream import MISSING_KEY, FakeOpenAI, ServerThread

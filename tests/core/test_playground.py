@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
-from relay.playground import STATIC_DIR
+from relay.http.app import build_app
+from relay.http.playground import STATIC_DIR
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 

@@ -14,12 +14,12 @@ import openai
 import orjson
 import pytest
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
 from relay.events import EVENT_ADAPTER
-from relay.local import LocalBackend
+from relay.http.app import build_app
 from relay.reply import Reply
 from relay.request import ChatRequest, Target
+from relay.session.local_backend import LocalBackend
 from tests.cases import PDF, PNG, WEATHER_TOOL
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread

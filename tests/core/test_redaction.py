@@ -12,11 +12,11 @@ import httpx
 import orjson
 import pytest
 
-from relay.app import build_app
-from relay.auth import new_key
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.http.auth import new_key
 from relay.logs import REDACTOR, JsonFormatter, RedactingFilter, Redactor, configure_logging, request_scope
+from relay.session.local_backend import LocalBackend
 from relay.store import open_store
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
 

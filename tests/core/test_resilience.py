@@ -9,9 +9,9 @@ import pytest
 
 from relay.errors import InvalidRequest, Overloaded, ProviderError, RateLimited, RelayError, UnsupportedFeature
 from relay.events import finish, text_delta
+from relay.providers.resilience import CircuitBreaker, RetryPolicy, falls_back, retrying, with_fallback
+from relay.providers.structured import check_response_format, validate_output
 from relay.request import ChatRequest, Target
-from relay.resilience import CircuitBreaker, RetryPolicy, falls_back, retrying, with_fallback
-from relay.structured import check_response_format, validate_output
 
 
 class Clock:

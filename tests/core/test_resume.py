@@ -10,9 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 WORDS = " ".join(f"word{i}" for i in range(60))

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from relay.app import build_app
-from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.config import ProviderConfig, RelaySettings, RouteConfig
+from relay.http.app import build_app
 from relay.request import ChatRequest, Target
-from relay.routes import PoolView, RouteConfig, RoutePlan, Router, rank, route_health, smooth_weighted
+from relay.session.balancer import PoolView, RoutePlan, Router, rank, route_health, smooth_weighted
+from relay.session.local_backend import LocalBackend
 from tests.core.test_app import sse_events
 from tests.fakes.openai_upstream import free_port
 

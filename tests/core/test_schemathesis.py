@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
-from relay.openapi import OPERATIONS
+from relay.http.app import build_app
+from relay.http.openapi import OPERATIONS
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"

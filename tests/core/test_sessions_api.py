@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
+from relay.http.app import build_app
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 ALICE = {"X-User-Id": "alice"}

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from relay.coalesce import LoadGauge
 from relay.config import ProviderConfig
 from relay.errors import RelayError
+from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
+from relay.providers.telemetry import observe
 from relay.request import ChatRequest
-from relay.telemetry import observe
 
 
 class Recorded:

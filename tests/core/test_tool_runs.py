@@ -17,10 +17,9 @@ import orjson
 import pytest
 import websockets
 
-from relay.app import build_app
-from relay.config import ProviderConfig, RelaySettings
-from relay.local import LocalBackend
-from relay.tools import ToolSettings
+from relay.config import ProviderConfig, RelaySettings, ToolSettings
+from relay.http.app import build_app
+from relay.session.local_backend import LocalBackend
 from tests.core.test_app import sse_events
 from tests.core.test_websocket import send, until_finish
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread

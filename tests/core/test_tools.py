@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from relay.config import ToolSettings
 from relay.errors import InvalidRequest
-from relay.tools import ToolRegistry, ToolSettings, calculator, current_time, execute, tool, tool_from_function
+from relay.tools import ToolRegistry, calculator, current_time, execute, tool, tool_from_function
 from relay.tools.builtin import evaluate
 from tests.fakes import tools as misbehaving
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 import websockets
 
-from relay.app import build_app
 from relay.config import ProviderConfig, RelaySettings
-from relay.detached import QUEUED_EVENTS
-from relay.local import LocalBackend
-from relay.websocket import OUTBOX_SIZE
+from relay.http.app import build_app
+from relay.http.detached import QUEUED_EVENTS
+from relay.http.websocket import OUTBOX_SIZE
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
 
 WORDS = " ".join(f"word{i}" for i in range(60))

@@ -11,7 +11,7 @@ import pytest
 
 from relay.errors import InvalidRequest, Overloaded, ProviderError, UnsupportedFeature
 from relay.events import finish, reasoning_delta, text_delta
-from relay.media import MediaPolicy, normalize_messages
+from relay.providers.media import MediaPolicy, normalize_messages
 from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.wire.anthropic import (

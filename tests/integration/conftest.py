@@ -78,7 +78,7 @@ def relay(
         },
         {"provider_id": "mystery", "provider_type": "telepathy"},
     ]
-    # Load-balanced routes (relay.routes): one balancing on the pools' in-flight counters, one whose first pool
+    # Load-balanced routes (relay.session.balancer): one balances on the pools' in-flight counters, one whose first pool
     # always fails, and one answered from the response cache when it can.
     args["routes"] = [
         {"name": "duo", "strategy": "least-busy", "pools": [{"provider": "up"}, {"provider": "echo"}]},

@@ -26,7 +26,7 @@ import websockets
 from ray import serve
 
 from actors.limiter import limiter_name
-from relay.auth import new_key
+from relay.http.auth import new_key
 from relay.store import open_store
 from serve_app import app as relay_app
 from tests.conftest import pg_schema
@@ -245,11 +245,11 @@ async def test_one_request_id_in_the_ingress_and_pool_logs_and_no_key_in_any_log
     while True:
         lines = await asyncio.to_thread(grep, logs, request_id)
         loggers = {line.get("logger") for line in lines}
-        if {"relay.ingress", "relay.telemetry"} <= loggers:
+        if {"relay.ingress", "relay.providers.telemetry"} <= loggers:
             break
         assert time.monotonic() < deadline, f"only {loggers} logged {request_id}"
         await asyncio.sleep(0.5)
-    pool_line = next(line for line in lines if line.get("logger") == "relay.telemetry")
+    pool_line = next(line for line in lines if line.get("logger") == "relay.providers.telemetry")
     assert pool_line["provider"] == "echo" and pool_line["output_tokens"] > 0
     secrets = [PLANTED_PROVIDER_KEY, *secure.keys.values()]
     leaked = await asyncio.to_thread(files_containing, logs, secrets)

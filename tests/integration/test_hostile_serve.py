@@ -9,7 +9,7 @@ import orjson
 import pytest
 import websockets
 
-from relay.http import MAX_BODY_BYTES, MAX_DEPTH
+from relay.http.io import MAX_BODY_BYTES, MAX_DEPTH
 from tests.cases import check_error
 from tests.integration.conftest import Relay
 

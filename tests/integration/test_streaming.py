@@ -14,8 +14,8 @@ import pytest
 import websockets
 
 from actors.ingress import RayBackend
-from relay.app import build_app
 from relay.config import RelaySettings
+from relay.http.app import build_app
 from relay.store import open_store
 from tests.cases import WEATHER_TOOL
 from tests.fakes.openai_upstream import ServerThread

@@ -1,6 +1,6 @@
 """What the ingress adds to a turn beyond its provider: a route's pools, server-side tools, the cache policy.
 
-The session does the work (``relay.steps``); the ingress only decides, before
+The session does the work (``relay.session.steps``); the ingress only decides, before
 any upstream call, so that bad input is a 400 naming the field: an unknown
 tool, a tool name that clashes with one of the client's own, a pool that lacks
 a feature. A turn's tools are the request's ``relay_tools``, else its session's
@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .cache import CachePolicy, cacheable
-from .config import ProviderConfig, RelaySettings
-from .errors import InvalidRequest
-from .request import ChatRequest, Target
-from .routes import RouteConfig, RoutePlan, route_health
-from .store import Store
-from .tools import ToolRegistry
+from relay.config import ProviderConfig, RelaySettings, RouteConfig
+from relay.errors import InvalidRequest
+from relay.request import ChatRequest, Target
+from relay.session.balancer import RoutePlan, route_health
+from relay.session.cache import CachePolicy, cacheable
+from relay.store import Store
+from relay.tools import ToolRegistry
 
 __all__ = ["CACHE_HEADER", "TurnPlanner"]
 

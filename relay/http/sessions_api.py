@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .auth import caller
-from .backend import Backend
-from .errors import InvalidRequest, PermissionDenied
-from .http import int_param, read_json
-from .schemas import SESSION_ID_PATTERN, parse_body
+from relay.errors import InvalidRequest, PermissionDenied
+from relay.http.auth import caller
+from relay.http.io import int_param, read_json
+from relay.http.schemas import SESSION_ID_PATTERN, parse_body
+from relay.session.backend import Backend
 
 __all__ = ["session_routes"]
 

@@ -18,12 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from .auth import Authenticator, AuthMiddleware, caller, require_admin
-from .backend import Backend, Turn
-from .config import ProviderConfig
-from .detached import DetachedRun
-from .encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, encode_text, openai_completion
-from .errors import (
+from relay.config import ProviderConfig
+from relay.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
@@ -31,20 +27,15 @@ from .errors import (
     as_relay_error,
     from_event,
 )
-from .health import probe_routes
-from .http import USER_HEADER, error_response, read_json
-from .limits import LimitClient, LocalLimits, check_size, metered
-from .logs import REQUEST_ID, RequestIdMiddleware
-from .media import MediaPolicy, normalize_messages
-from .modes import GeneratorMode, apply_mode, check_mode, interleave
-from .openapi import openapi_route
-from .planner import TurnPlanner
-from .playground import playground_routes
-from .providers import adapter_class
-from .reply import Reply
-from .request import ChatRequest, Target
-from .runlog import Cursor, RunNotLive
-from .schemas import (
+from relay.http.auth import Authenticator, AuthMiddleware, caller, require_admin
+from relay.http.detached import DetachedRun
+from relay.http.encoders import OpenAIChunkEncoder, encode_ndjson, encode_sse, encode_text, openai_completion
+from relay.http.health import probe_routes
+from relay.http.io import USER_HEADER, error_response, read_json
+from relay.http.limits import LimitClient, LocalLimits, check_size, metered
+from relay.http.openapi import openapi_route
+from relay.http.playground import playground_routes
+from relay.http.schemas import (
     SESSION_ID_PATTERN,
     ChatCompletionBody,
     MessagesBody,
@@ -55,9 +46,18 @@ from .schemas import (
     to_chat_request,
     validation_error,
 )
-from .sessions_api import session_routes
-from .websocket import WebSocketManager
-from .wire.anthropic import (
+from relay.http.sessions_api import session_routes
+from relay.http.websocket import WebSocketManager
+from relay.logs import REQUEST_ID, RequestIdMiddleware
+from relay.modes import GeneratorMode, apply_mode, check_mode, interleave
+from relay.providers import adapter_class
+from relay.providers.media import MediaPolicy, normalize_messages
+from relay.reply import Reply
+from relay.request import ChatRequest, Target
+from relay.session.backend import Backend, Turn
+from relay.session.planner import TurnPlanner
+from relay.session.runlog import Cursor, RunNotLive
+from relay.wire.anthropic import (
     AnthropicEncoder,
     anthropic_error_body,
     anthropic_message,

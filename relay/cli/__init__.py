@@ -16,8 +16,8 @@ import httpx
 import orjson
 import yaml
 
-from .evaluation.cli import add_eval_parser, run_eval
-from .keys_cli import add_keys_parser, run_keys
+from relay.cli.eval import add_eval_parser, run_eval
+from relay.cli.keys import add_keys_parser, run_keys
 
 __all__ = ["main", "is_loopback", "load_serve_config"]
 
@@ -122,8 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _auth_configured(config: dict[str, Any]) -> bool:
-    from .auth import AuthSettings
-    from .store import open_store
+    from relay.config import AuthSettings
+    from relay.store import open_store
 
     args = config["applications"][0].get("args") or {}
     if AuthSettings.model_validate(args.get("auth") or {}).mode == "required":

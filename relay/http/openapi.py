@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .schemas import ChatCompletionBody, MessagesBody, RegisterProviderBody, StreamingChatBody
-from .sessions_api import CreateSessionBody, PatchSessionBody
+from relay.http.schemas import ChatCompletionBody, MessagesBody, RegisterProviderBody, StreamingChatBody
+from relay.http.sessions_api import CreateSessionBody, PatchSessionBody
 
 __all__ = ["OPERATIONS", "Operation", "openapi_route", "openapi_spec"]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from .config import ProviderConfig, RelaySettings
-from .errors import Conflict, NotFound
-from .secrets import SecretBox
-from .store import Store
+from relay.config import ProviderConfig, RelaySettings
+from relay.errors import Conflict, NotFound
+from relay.providers.sealing import SecretBox
+from relay.store import Store
 
 __all__ = ["ProviderRegistry"]
 

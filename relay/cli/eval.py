@@ -18,13 +18,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..config import RelaySettings
-from .api import default_out, preflight, prepare
-from .costs import CostCeilingExceeded, PriceTable
-from .dataset import DatasetError
-from .progress import Progress
-from .spec import SCORER_HELP, EvalOptions, parse_fraction
-from .summary import summary_table
+from relay.config import RelaySettings
+from relay.evaluation.api import default_out, preflight, prepare
+from relay.evaluation.costs import CostCeilingExceeded, PriceTable
+from relay.evaluation.dataset import DatasetError
+from relay.evaluation.progress import Progress
+from relay.evaluation.spec import SCORER_HELP, EvalOptions, parse_fraction
+from relay.evaluation.summary import summary_table
 
 __all__ = ["add_eval_parser", "run_eval", "parse_per_provider", "load_settings"]
 

@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .events import TERMINAL_TYPES
+from relay.config import COALESCE_BASE_S, COALESCE_PER_WINDOW
+from relay.events import TERMINAL_TYPES
 
 __all__ = ["BASE_S", "PER_WINDOW", "LoadGauge", "coalesce", "merge_deltas"]
 
 # The defaults, also those of RelaySettings (coalesce_base_s, coalesce_per_window): measured in benchmarks/README.md.
-BASE_S = 0.02
-PER_WINDOW = 4.0
+BASE_S = COALESCE_BASE_S
+PER_WINDOW = COALESCE_PER_WINDOW
 
 
 @dataclass(slots=True)

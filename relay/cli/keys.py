@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .auth import new_key
-from .store import Store, open_store
+from relay.http.auth import new_key
+from relay.store import Store, open_store
 
 __all__ = ["add_keys_parser", "run_keys"]
 
@@ -43,7 +43,7 @@ def add_keys_parser(commands: Any) -> None:
 def _store(args: argparse.Namespace) -> Store:
     if args.store_url:
         return open_store(args.store_url)
-    from .cli import load_serve_config  # the same resolution as `relay serve`
+    from relay.cli import load_serve_config  # the same resolution as `relay serve`
 
     config = load_serve_config(Path(args.config), host=None, port=None, data_dir=Path(args.data_dir))
     return open_store(config["applications"][0]["args"]["store_url"])

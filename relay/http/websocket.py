@@ -27,20 +27,20 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .auth import identity_of
-from .detached import DetachedRun
-from .errors import InvalidRequest, RelayError, as_relay_error
-from .http import USER_HEADER
-from .modes import GeneratorMode, apply_mode, check_mode, interleave
-from .runlog import Cursor
-from .schemas import SESSION_ID_PATTERN, StreamingChatBody, validation_error
+from relay.errors import InvalidRequest, RelayError, as_relay_error
+from relay.http.auth import identity_of
+from relay.http.detached import DetachedRun
+from relay.http.io import USER_HEADER
+from relay.http.schemas import SESSION_ID_PATTERN, StreamingChatBody, validation_error
+from relay.modes import GeneratorMode, apply_mode, check_mode, interleave
+from relay.session.runlog import Cursor
 
 if TYPE_CHECKING:
-    from .app import Ingress
+    from relay.http.app import Ingress
 
 __all__ = ["WebSocketManager", "WebSocketMessage"]
 
-log = logging.getLogger("relay.websocket")
+log = logging.getLogger("relay.http.websocket")
 
 _BINARY = InvalidRequest("Binary frames are not accepted; send each message as JSON text", param="frame")
 OUTBOX_SIZE = 256  # messages queued for one connection before its streams wait for the reader

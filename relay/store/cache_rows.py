@@ -1,4 +1,4 @@
-"""The response cache's rows (``relay.cache`` decides what goes in): kept apart from the session tables."""
+"""The response cache's rows (``relay.session.cache`` decides what goes in): kept apart from the session tables."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the HTTP app needs from the runtime: the seam between Starlette and Ray.
 
-``actors.ingress.RayBackend`` implements it on a cluster; ``relay.local.LocalBackend``
+``actors.ingress.RayBackend`` implements it on a cluster; ``relay.session.local_backend.LocalBackend``
 implements it in-process, so the HTTP surface is testable without Ray.
 """
 
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .config import ProviderConfig, RelaySettings
-from .request import ChatRequest
-from .store import Store
+from relay.config import ProviderConfig, RelaySettings
+from relay.request import ChatRequest
+from relay.store import Store
 
 __all__ = ["Backend", "StoredSessions", "Turn"]
 

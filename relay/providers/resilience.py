@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import (
+from relay.errors import (
     InvalidRequest,
     Overloaded,
     PayloadTooLarge,
@@ -27,8 +27,8 @@ from .errors import (
     UnsupportedFeature,
     as_relay_error,
 )
-from .events import status
-from .request import ChatRequest
+from relay.events import status
+from relay.request import ChatRequest
 
 __all__ = ["CircuitBreaker", "RetryPolicy", "retrying", "falls_back", "with_fallback"]
 

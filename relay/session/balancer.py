@@ -18,7 +18,7 @@ while the numbers are stale. A pool whose circuit breaker is open goes last.
 
 The chosen pool is tried first and the route's other pools become the head of
 the fallback chain, ranked by the same strategy: a pool that fails before its
-first token hands the request to the next (``relay.resilience.with_fallback``).
+first token hands the request to the next (``relay.providers.resilience.with_fallback``).
 """
 
 from __future__ import annotations
@@ -29,18 +29,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from .cache import CacheSettings
-from .request import ChatRequest, Target
+from relay.config import RouteConfig
+from relay.request import ChatRequest, Target
 
 __all__ = [
     "STRATEGIES",
-    "PoolConfig",
     "PoolView",
-    "RouteConfig",
     "RoutePlan",
     "Router",
     "rank",
@@ -48,42 +44,9 @@ __all__ = [
     "smooth_weighted",
 ]
 
-Strategy = Literal["weighted", "least-busy", "latency"]
 STRATEGIES: tuple[str, ...] = ("weighted", "least-busy", "latency")
 PoolStats = Callable[[Target], Awaitable[dict[str, Any] | None]]
 BatchOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
-
-
-class PoolConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    provider: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    # The upstream model on this pool; default: the provider's own default model.
-    model: str | None = None
-    weight: float = Field(default=1.0, gt=0, le=1_000_000)
-
-
-class RouteConfig(BaseModel):
-    """``routes:`` in the server config: clients name ``name`` as their model (or provider_id)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-    strategy: Strategy = "weighted"
-    pools: list[PoolConfig] = Field(min_length=1, max_length=32)
-    # Share of requests a ``latency`` route still sends by weight, to keep measuring every pool.
-    explore: float = Field(default=0.05, ge=0, le=1)
-    # Tried after every pool of the route has failed.
-    fallbacks: list[str] = Field(default_factory=list, max_length=8)
-    # Present: deterministic requests on this route are answered from the response cache (relay.cache).
-    cache: CacheSettings | None = None
-
-    @model_validator(mode="after")
-    def _distinct_pools(self) -> RouteConfig:
-        seen = [(pool.provider, pool.model) for pool in self.pools]
-        if len(set(seen)) != len(seen):
-            raise ValueError(f"route '{self.name}' lists the same pool twice")
-        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from . import events
-from .cache import ResponseCache
-from .context import (
-    ContextSettings,
+from relay import events
+from relay.config import ContextSettings
+from relay.errors import RelayError, as_relay_error
+from relay.events import finish
+from relay.reply import Reply
+from relay.request import ChatRequest, last_user_text
+from relay.session.balancer import Router
+from relay.session.cache import ResponseCache
+from relay.session.context import (
     build_context,
     memory_prompt,
     parse_facts,
@@ -28,18 +33,13 @@ from .context import (
     split_history,
     summary_prompt,
 )
-from .errors import RelayError, as_relay_error
-from .events import finish
-from .reply import Reply
-from .request import ChatRequest, last_user_text
-from .routes import Router
-from .runlog import RunLog, RunNotLive
-from .steps import RunSteps
-from .store import Store, new_id
+from relay.session.runlog import RunLog, RunNotLive
+from relay.session.steps import RunSteps
+from relay.store import Store, new_id
 
 __all__ = ["Session", "StreamOpener", "history_message"]
 
-log = logging.getLogger("relay.session")
+log = logging.getLogger("relay.session.session")
 
 StreamOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
 _HISTORY_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "is_error", "thinking_blocks")
@@ -252,7 +252,7 @@ class Session:
         served: ChatRequest,
         run_events: list[dict[str, Any]],
     ) -> None:
-        """The run's row; its messages were committed step by step (``relay.steps``)."""
+        """The run's row; its messages were committed step by step (``relay.session.steps``)."""
         self.store.finish_run(
             run_id,
             status=status,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from .errors import RelayError
+from relay.errors import RelayError
 
 __all__ = ["SecretBox", "SECRET_KEY_ENV"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequest, PayloadTooLarge, UnsupportedFeature
+from relay.errors import InvalidRequest, PayloadTooLarge, UnsupportedFeature
 
 __all__ = ["MediaPolicy", "DataURI", "parse_data_uri", "normalize_messages"]
 

@@ -1,6 +1,6 @@
 """What a provider sees of a session: a history budget, a rolling summary, and what Relay knows of the user.
 
-Pure functions; ``relay.session`` decides when to call them. Summaries and
+Pure functions; ``relay.session.session`` decides when to call them. Summaries and
 memories are written by a configured provider through the same pools as
 chat, asked for JSON and read leniently, so any provider (even ``echo``) works.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "ContextSettings",
     "approx_tokens",
     "split_history",
     "build_context",
@@ -22,23 +20,6 @@ __all__ = [
     "memory_prompt",
     "parse_facts",
 ]
-
-
-class ContextSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # The newest turns sent verbatim: at most this many runs and about this many tokens (4 chars ≈ 1 token).
-    history_max_runs: int | None = Field(default=None, ge=1)
-    history_max_tokens: int | None = Field(default=8000, ge=1)
-    # Who writes summaries of what falls outside the budget; None: older turns are simply left out.
-    summary_provider: str | None = None
-    summary_model: str | None = None
-    # The longest a turn's first token waits for a new summary; past it the turn uses the previous one.
-    summary_wait_s: float = Field(default=2.0, ge=0)
-    # Who extracts facts about the user after each run; None: no cross-session memory.
-    memory_provider: str | None = None
-    memory_model: str | None = None
-    memory_max_facts: int = Field(default=50, ge=1)
 
 
 def approx_tokens(message: dict[str, Any]) -> int:

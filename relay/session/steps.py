@@ -24,13 +24,13 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .cache import ResponseCache, cache_key, replayable
-from .events import cache_hit, tool_execution_end, tool_execution_start
-from .reply import Reply
-from .request import ChatRequest
-from .resilience import with_fallback
-from .routes import Router
-from .tools import ToolOutcome, execute
+from relay.events import cache_hit, tool_execution_end, tool_execution_start
+from relay.providers.resilience import with_fallback
+from relay.reply import Reply
+from relay.request import ChatRequest
+from relay.session.balancer import Router
+from relay.session.cache import ResponseCache, cache_key, replayable
+from relay.tools import ToolOutcome, execute
 
 __all__ = ["RunSteps"]
 

@@ -9,17 +9,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .backend import StoredSessions, Turn
-from .coalesce import LoadGauge
-from .config import ProviderConfig, RelaySettings
-from .errors import Conflict, NotFound
-from .providers.runtime import ProviderRuntime
-from .registry import ProviderRegistry
-from .request import ChatRequest, Target
-from .routes import Router
-from .runlog import RunNotLive
-from .session import Session
-from .store import Store, open_store
+from relay.config import ProviderConfig, RelaySettings
+from relay.errors import Conflict, NotFound
+from relay.providers.catalog import ProviderRegistry
+from relay.providers.coalesce import LoadGauge
+from relay.providers.runtime import ProviderRuntime
+from relay.request import ChatRequest, Target
+from relay.session.backend import StoredSessions, Turn
+from relay.session.balancer import Router
+from relay.session.runlog import RunNotLive
+from relay.session.session import Session
+from relay.store import Store, open_store
 
 __all__ = ["LocalBackend"]
 

@@ -20,32 +20,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
-from .store import Store
+from relay.config import CacheSettings
+from relay.store import Store
 
-__all__ = ["CacheSettings", "CachePolicy", "ResponseCache", "cacheable", "cache_key", "CACHED_TYPES"]
+__all__ = [ "CachePolicy", "ResponseCache", "cacheable", "cache_key", "CACHED_TYPES"]
 
-log = logging.getLogger("relay.cache")
+log = logging.getLogger("relay.session.cache")
 
 # The events a cached reply replays. Usage is not among them: a hit costs no tokens, and its run says so.
 CACHED_TYPES = frozenset(
     {"text-delta", "reasoning-delta", "tool-call-start", "tool-call-delta", "tool-call-end", "citation"}
 )
 _CLEAN_FINISH = frozenset({"stop", "length", "tool_calls"})
-
-
-class CacheSettings(BaseModel):
-    """``cache:`` on a route."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ttl_s: float = Field(default=3600.0, gt=0)
-    max_entries: int = Field(default=10_000, ge=1)
-    # A reply larger than this (its events as JSON) is served but not stored.
-    max_entry_bytes: int = Field(default=1 << 20, ge=1)
-    # Filled in when a request sets no temperature, so that plain requests are deterministic and cacheable.
-    default_temperature: float | None = Field(default=0.0, ge=0, le=2)
 
 
 @dataclass(frozen=True, slots=True)

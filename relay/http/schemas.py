@@ -12,12 +12,12 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .config import ProviderConfig
-from .errors import InvalidRequest
-from .media import MediaPolicy, normalize_messages
-from .modes import GeneratorConfig
-from .request import ChatRequest
-from .structured import check_response_format
+from relay.config import ProviderConfig
+from relay.errors import InvalidRequest
+from relay.modes import GeneratorConfig
+from relay.providers.media import MediaPolicy, normalize_messages
+from relay.providers.structured import check_response_format
+from relay.request import ChatRequest
 
 __all__ = [
     "ChatMessage",

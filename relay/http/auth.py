@@ -27,25 +27,25 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import HTTPConnection
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import AuthenticationFailed, PermissionDenied
-from .http import USER_HEADER
-from .wire.anthropic import anthropic_error_body
+from relay.errors import AuthenticationFailed, PermissionDenied
+from relay.http.io import USER_HEADER
+from relay.wire.anthropic import anthropic_error_body
 
 if TYPE_CHECKING:
-    from .store import Store
+    from relay.store import Store
+
+from relay.config import AuthSettings
 
 __all__ = [
     "KEY_PREFIX",
-    "AuthSettings",
     "Identity",
     "Authenticator",
     "AuthMiddleware",
@@ -56,7 +56,7 @@ __all__ = [
     "require_admin",
 ]
 
-log = logging.getLogger("relay.auth")
+log = logging.getLogger("relay.http.auth")
 
 KEY_PREFIX = "rk_"
 # Answer without a key: the probes, the API description, the playground's static page.
@@ -64,20 +64,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/"})
 PUBLIC_PREFIXES = ("/static/",)
 _SCOPE_KEY = "relay.identity"
 _CACHE_LIMIT = 10_000
-
-
-class AuthSettings(BaseModel):
-    """``auth: required`` (or ``{mode: required}``) turns auth on before the first key exists."""
-
-    model_config = ConfigDict(extra="forbid")
-    mode: Literal["auto", "required"] = "auto"
-    # How long a key lookup is trusted: a revoked key stops working within this many seconds.
-    cache_ttl_s: float = Field(default=5.0, ge=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_mode(cls, data: Any) -> Any:
-        return {"mode": data} if isinstance(data, str) else data
 
 
 @dataclass(frozen=True, slots=True)

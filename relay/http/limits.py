@@ -21,13 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .errors import PayloadTooLarge, ProviderTimeout, RateLimited
+from relay.config import LimitSettings
+from relay.errors import PayloadTooLarge, ProviderTimeout, RateLimited
 
 __all__ = [
-    "UserLimits",
-    "LimitSettings",
     "Decision",
     "Limiter",
     "LimitClient",
@@ -38,48 +35,6 @@ __all__ = [
 
 
 _MAX_IDLE_USERS = 10_000
-
-
-class UserLimits(BaseModel):
-    """None means unlimited."""
-
-    model_config = ConfigDict(extra="forbid")
-    requests_per_min: int | None = Field(default=None, ge=1)
-    tokens_per_min: int | None = Field(default=None, ge=1)
-    concurrent_streams: int | None = Field(default=None, ge=1)
-
-
-class LimitSettings(UserLimits):
-    """Defaults for every user, ``users`` overrides per user id, and the caps on a single request."""
-
-    users: dict[str, UserLimits] = Field(default_factory=dict)
-    # Messages one request may carry (an OpenAI client resends the whole history each turn).
-    max_messages: int = Field(default=1000, ge=1)
-    # Messages a stored session may hold; a longer conversation continues in a new session.
-    max_session_messages: int | None = Field(default=None, ge=1)
-    # Wall-clock limit on one turn, first byte to last; it ends with a timeout_error.
-    request_timeout_s: float | None = Field(default=900.0, gt=0)
-    # How long the limiter waits for its actor before it lets the request through (fail open, logged).
-    limiter_timeout_s: float = Field(default=5.0, gt=0)
-
-    def for_user(self, user_id: str) -> UserLimits:
-        override = self.users.get(user_id)
-        if override is None:
-            return self
-        return UserLimits.model_validate(
-            {name: getattr(override, name) if name in override.model_fields_set else getattr(self, name)
-             for name in UserLimits.model_fields}
-        )
-
-    @property
-    def enforced(self) -> bool:
-        """Whether any per-user limit is set: with none, the cluster's limiter is never asked."""
-        limits = (self.requests_per_min, self.tokens_per_min, self.concurrent_streams)
-        return bool(self.users) or any(limit is not None for limit in limits)
-
-    @property
-    def lease_ttl_s(self) -> float:
-        return (self.request_timeout_s or 3600.0) + 60.0
 
 
 @dataclass(slots=True)

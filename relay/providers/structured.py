@@ -10,8 +10,8 @@ import jsonschema
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .errors import InvalidRequest, ProviderError
-from .events import finish
+from relay.errors import InvalidRequest, ProviderError
+from relay.events import finish
 
 __all__ = ["response_format_for", "output_schema", "check_response_format", "validate_output", "validated", "parse"]
 

@@ -13,11 +13,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from .errors import RelayError
+from relay.errors import RelayError
 
 __all__ = ["MetricsSink", "observe"]
 
-log = logging.getLogger("relay.telemetry")
+log = logging.getLogger("relay.providers.telemetry")
 
 
 class MetricsSink(Protocol):

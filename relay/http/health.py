@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .backend import Backend
+from relay.session.backend import Backend
 
 __all__ = ["probe_routes"]
 

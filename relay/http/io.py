@@ -8,12 +8,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .errors import InvalidRequest, PayloadTooLarge, RelayError, UnsupportedMediaType
+from relay.errors import InvalidRequest, PayloadTooLarge, RelayError, UnsupportedMediaType
 
 __all__ = ["USER_HEADER", "MAX_BODY_BYTES", "MAX_DEPTH", "error_response", "read_json", "int_param", "caller"]
 
 USER_HEADER = "X-User-Id"
-# A body carries at most a few inline media files (relay.media reads up to 20 MiB each, base64 adds a third).
+# A body carries at most a few inline media files (relay.providers.media reads up to 20 MiB each, base64 adds a third).
 MAX_BODY_BYTES = 32 * 1024 * 1024
 # JSON nesting allowed in a body: the store's JSON encoder stops at 255 levels and pickling across Ray near 1,000.
 MAX_DEPTH = 64

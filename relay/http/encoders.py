@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .reply import Reply
+from relay.reply import Reply
 
 __all__ = [
     "encode_sse",
