@@ -2,7 +2,7 @@
 
 The driver (``relay eval``, or a notebook) runs the cells as asyncio tasks;
 the work happens in the ``ProviderPool`` replicas, wherever Serve placed them
-on the cluster. The ``RateLimiter`` is one named, detached actor per cluster,
+on the cluster. The ``ProviderLimiterActor`` is one named, detached actor per cluster,
 so concurrent evaluations against one provider share its rpm and tpm, and a
 Retry-After seen by one pauses them all.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,19 @@ from relay.config import ProviderConfig, RelaySettings
 from relay.evaluation.api import Prepared, ScorerLike, default_out, prepare, run_evaluation
 from relay.evaluation.costs import PriceTable
 from relay.evaluation.dataset import Row
-from relay.evaluation.limits import RateLimits
+from relay.evaluation.limits import ProviderRateLimits
 from relay.evaluation.progress import Progress
 from relay.evaluation.runner import EvalResult
 from relay.evaluation.spec import EvalOptions
 from relay.request import ChatRequest
+from relay.types import Batches
 
 from .names import pool_name
 from .provider_pool import deploy_registered_pool
 
 __all__ = [
-    "RateLimiter",
-    "ClusterLimiter",
+    "ProviderLimiterActor",
+    "ClusterProviderLimiter",
     "PoolStreams",
     "rate_limiter",
     "ensure_pools",
@@ -51,11 +52,11 @@ NAMESPACE = "serve"
 
 
 @ray.remote(num_cpus=0)
-class RateLimiter:
-    """``RateLimits`` for the whole cluster; reservations answer at once with the wait, nobody parks here."""
+class ProviderLimiterActor:
+    """``ProviderRateLimits`` for the whole cluster; reservations answer at once with the wait, nobody parks here."""
 
     def __init__(self) -> None:
-        self.limits = RateLimits()
+        self.limits = ProviderRateLimits()
 
     def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
         self.limits.configure(provider, rpm, tpm)
@@ -75,13 +76,13 @@ class RateLimiter:
 
 def rate_limiter() -> ActorHandle:
     """The cluster's limiter, created by the first evaluation that asks; it outlives the drivers."""
-    return RateLimiter.options(  # type: ignore[attr-defined,no-any-return]
+    return ProviderLimiterActor.options(  # type: ignore[attr-defined,no-any-return]
         name=LIMITER_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote()
 
 
-class ClusterLimiter:
-    """The runner's ``Limiter`` over the actor."""
+class ClusterProviderLimiter:
+    """The runner's ``ProviderLimiter`` over the actor."""
 
     def __init__(self, actor: ActorHandle | None = None) -> None:
         self.actor = actor if actor is not None else rate_limiter()
@@ -111,7 +112,7 @@ class PoolStreams:
             self.handles[provider] = serve.get_deployment_handle(pool_name(provider), app_name=self.apps[provider])
         return self.handles[provider]
 
-    async def __call__(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def __call__(self, request: ChatRequest) -> Batches:
         response = self._handle(request.provider).stream.options(stream=True).remote(request)
         try:
             async for batch in response:
@@ -177,7 +178,7 @@ async def run_on_cluster(
         return await run_evaluation(
             prepared,
             open_stream=PoolStreams(apps),
-            limiter=ClusterLimiter(),
+            limiter=ClusterProviderLimiter(),
             out=out or default_out(prepared.name),
             options=options,
             prices=prices,

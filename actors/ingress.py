@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
@@ -19,11 +18,12 @@ from relay.errors import Overloaded, RelayError
 from relay.http.app import build_app
 from relay.logs import configure_logging
 from relay.request import ChatRequest
-from relay.session.backend import StoredSessions, Turn
+from relay.session.backend import RunStream, StoredSessions
 from relay.session.runlog import RunNotLive
 from relay.store import open_store
+from relay.types import Batches
 
-from .limiter import RemoteLimits, limiter_name
+from .limiter import RemoteUserLimits, limiter_name
 from .metrics import HttpMetrics, ingress_metrics
 from .names import pool_name
 from .session_actor import SessionMoved
@@ -49,7 +49,7 @@ class RayBackend(StoredSessions):
             self._providers = await self.directory.list_providers.remote()
         return self._providers
 
-    async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn:
+    async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
         request.load_hint = self.active + 1
         for _ in range(5):
             session_id, actor = await self.directory.activate.remote(session_id, user_id)
@@ -66,12 +66,12 @@ class RayBackend(StoredSessions):
             except BaseException:
                 ray.cancel(stream)
                 raise
-            return Turn(session_id, self._batches(session_id, actor, first, stream), self._closer(stream))
+            return RunStream(session_id, self._batches(session_id, actor, first, stream), self._closer(stream))
         raise Overloaded(f"Session '{session_id}' could not be activated; retry shortly", retry_after=1.0)
 
     async def _batches(
         self, session_id: str, actor: Any, first: list[dict[str, Any]], stream: Any
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> Batches:
         self.active += 1
         seen: list[str] = []  # the text this caller received, kept in case the actor dies with it
         try:
@@ -101,7 +101,7 @@ class RayBackend(StoredSessions):
 
         return close
 
-    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
         actor = await self.directory.locate.remote(session_id)
         if actor is None:
             raise RunNotLive(run_id)
@@ -113,7 +113,7 @@ class RayBackend(StoredSessions):
         except (RunNotLive, ray.exceptions.RayActorError):
             raise RunNotLive(run_id) from None
 
-        async def batches() -> AsyncIterator[list[dict[str, Any]]]:
+        async def batches() -> Batches:
             try:
                 if first:
                     yield first
@@ -213,7 +213,7 @@ class Ingress:
         # Bound pools become deployments of this app; the session actors look them up by name.
         self.pools = pools
         configure_logging([p.resolve_key() for p in settings.providers] + [os.environ.get(settings.admin_key_env)])
-        self.limits = RemoteLimits(settings.limits, limiter_name(serve.get_replica_context().app_name))
+        self.limits = RemoteUserLimits(settings.limits, limiter_name(serve.get_replica_context().app_name))
         self.limits.connect()
 
     def __serve_build_asgi_app__(self) -> HttpMetrics:

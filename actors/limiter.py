@@ -17,11 +17,11 @@ from typing import Any
 import ray
 
 from relay.config import LimitSettings
-from relay.http.limits import Decision, Limiter
+from relay.http.limits import Decision, UserLimiter
 
 from .metrics import ingress_metrics
 
-__all__ = ["LimiterActor", "RemoteLimits", "limiter_name"]
+__all__ = ["UserLimiterActor", "RemoteUserLimits", "limiter_name"]
 
 log = logging.getLogger("relay.limiter")
 
@@ -31,7 +31,7 @@ def limiter_name(app_name: str) -> str:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
-class LimiterActor:
+class UserLimiterActor:
     """A restart forgets the counters: for a minute the limits start over, which errs towards serving.
 
     The methods are async so that Ray runs each call as it arrives: a synchronous actor runs one caller's calls
@@ -40,7 +40,7 @@ class LimiterActor:
     """
 
     def __init__(self, settings: LimitSettings) -> None:
-        self.limiter = Limiter(settings)
+        self.limiter = UserLimiter(settings)
 
     async def configure(self, settings: LimitSettings) -> None:
         self.limiter.configure(settings)
@@ -56,8 +56,8 @@ class LimiterActor:
         return self.limiter.snapshot(user_id) | {"refused": dict(self.limiter.refused)}
 
 
-class RemoteLimits:
-    """The ingress's ``LimitClient``: finds or creates the named actor on first use."""
+class RemoteUserLimits:
+    """The ingress's ``UserLimitsClient``: finds or creates the named actor on first use."""
 
     def __init__(self, settings: LimitSettings, name: str) -> None:
         self.settings = settings
@@ -76,7 +76,7 @@ class RemoteLimits:
                 self._actor.configure.remote(self.settings)  # a redeploy may have changed the limits
             except ValueError:
                 try:
-                    self._actor = LimiterActor.options(name=self.name, lifetime="detached").remote(self.settings)
+                    self._actor = UserLimiterActor.options(name=self.name, lifetime="detached").remote(self.settings)
                 except ValueError:  # another replica created it first
                     self._actor = ray.get_actor(self.name)
         return self._actor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
@@ -13,6 +12,7 @@ from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.providers.telemetry import observe
 from relay.request import ChatRequest
+from relay.types import Batches
 
 from .metrics import pool_metrics
 from .names import pool_name, registered_app_name
@@ -26,7 +26,7 @@ class ProviderPool:
         configure_logging([config.resolve_key()])
         self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def stream(self, request: ChatRequest) -> Batches:
         set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
         async for batch in observe(self.runtime.stream(request), self.runtime.config.provider_id, pool_metrics()):
             yield batch

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
@@ -21,10 +20,11 @@ from ray.serve.handle import DeploymentHandle
 from relay.config import ContextSettings
 from relay.logs import configure_logging, set_request_id
 from relay.request import ChatRequest, Target
-from relay.session.balancer import Router
+from relay.session.balancer import Balancer
 from relay.session.runlog import RunNotLive
 from relay.session.session import Session
 from relay.store import Store, open_store
+from relay.types import Batches
 
 from .names import pool_name
 
@@ -46,13 +46,13 @@ class SessionActor:
         self.sessions: dict[str, Session] = {}
         self.handles: dict[tuple[str, str], DeploymentHandle] = {}
         # One per process, shared by its sessions; it reads the pools' counters at most once a second.
-        self.router = Router(self._pool_stats, stats_ttl_s=1.0)
+        self.router = Balancer(self._pool_stats, stats_ttl_s=1.0)
 
     def activate(self, session_id: str, user_id: str) -> None:
         self.store.interrupt_running(session_id)
         self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.router)
 
-    async def chat(self, session_id: str, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def chat(self, session_id: str, request: ChatRequest) -> Batches:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionMoved(session_id)
@@ -60,7 +60,7 @@ class SessionActor:
         async for batch in session.chat(request, self._open_stream):
             yield batch
 
-    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
         session = self.sessions.get(session_id)
         if session is None:
             raise RunNotLive(run_id)
@@ -92,7 +92,7 @@ class SessionActor:
             log.warning("pool %s did not report its counters; routing goes without them", target.provider)
             return None
 
-    async def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _open_stream(self, request: ChatRequest) -> Batches:
         response = self._handle(request.pool_app, request.provider).stream.options(stream=True).remote(request)
         try:
             async for batch in response:

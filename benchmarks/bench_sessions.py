@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.deploy import apply_ray_env, deploy_config
 from actors.session_actor import SessionActor
-from relay.cli import load_serve_config
+from relay.cli.serve import load_serve_config
 from relay.config import ContextSettings, ProviderConfig
 from relay.providers import create_adapter
 from relay.request import ChatRequest

@@ -23,6 +23,7 @@ from relay.config import ProviderConfig, ProviderType
 from relay.errors import NotFound
 from relay.providers.base import BaseProviderAdapter
 from relay.providers.coalesce import LoadGauge
+from relay.providers.features import check_features
 from relay.providers.media import MediaPolicy, normalize_messages
 from relay.providers.resilience import with_fallback
 from relay.providers.runtime import ProviderRuntime
@@ -96,7 +97,7 @@ class MultiProviderManager:
             params={key: value for key, value in params.items() if value is not None},
             fallbacks=[Target(p, self._runtime(p).config.default_model) for p in fallbacks or config.fallbacks],
         )
-        type(self.get_adapter(provider_id)).check_features(config, request)
+        check_features(config, request)
         return request
 
     async def stream_chat(

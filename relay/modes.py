@@ -22,13 +22,14 @@ producer and a slow reader hold at most ``QUEUED_BATCHES``: the producer waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from relay.errors import InvalidRequest
+from relay.types import Batch, Batches
 
 __all__ = [
     "GeneratorMode",
@@ -41,8 +42,6 @@ __all__ = [
     "interleave",
 ]
 
-Batch = list[dict[str, Any]]
-Batches = AsyncIterator[Batch]
 Mode = Callable[[Batches, "GeneratorConfig"], Batches]
 PRIORITY_TYPES = frozenset({"error", "status", "tool-call-start", "tool-call-delta", "tool-call-end"})
 QUEUED_BATCHES = 32  # per queue: a slow reader holds its producer back instead of growing memory

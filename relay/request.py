@@ -6,11 +6,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from relay.session.balancer import RoutePlan
     from relay.session.cache import CachePolicy
     from relay.tools import ToolSet
 
-__all__ = ["ChatRequest", "Target", "last_user_text"]
+__all__ = ["ChatRequest", "RoutePlan", "Target", "last_user_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +19,17 @@ class Target:
     provider: str
     model: str | None = None
     pool_app: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """A route resolved to its pools; it travels on the request to the session that routes it."""
+
+    name: str
+    strategy: str
+    pools: tuple[Target, ...]
+    weights: tuple[float, ...]
+    explore: float = 0.05
 
 
 @dataclass(slots=True)
@@ -47,9 +57,8 @@ class ChatRequest:
     cache: CachePolicy | None = None
     # The ingress's request id (relay.logs): every process that handles the turn logs under it.
     request_id: str | None = None
-
-    def with_messages(self, messages: list[dict[str, Any]]) -> ChatRequest:
-        return replace(self, messages=messages)
+    # Providers whose features this request was checked against already (relay.providers.features).
+    features_checked: frozenset[str] = frozenset()
 
     def for_pool(self, messages: list[dict[str, Any]]) -> ChatRequest:
         """What a provider pool receives: these messages, without what only the session acts on."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from relay.config import ProviderConfig
 from relay.events import EVENT_ADAPTER
+from relay.providers import BaseProviderAdapter, adapter_class
 from relay.request import ChatRequest
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
@@ -164,3 +166,8 @@ def check_error(response: Any, status: int, param: str | None, text: str) -> Non
     assert set(error) == {"type", "message", "param", "code"}
     assert error["param"] == param
     assert text in error["message"]
+
+
+def create_adapter(config: ProviderConfig) -> BaseProviderAdapter:
+    """An adapter built as a pool replica builds it, for tests that drive one directly."""
+    return adapter_class(config)(config)

@@ -18,12 +18,12 @@ from relay.evaluation.costs import CostEstimate, PriceTable
 from relay.evaluation.dataset import Row, load_dataset, parse_rows
 from relay.evaluation.export import write_outputs
 from relay.evaluation.judge import LLMJudge
-from relay.evaluation.limits import LocalLimiter
+from relay.evaluation.limits import LocalProviderLimiter
 from relay.evaluation.local import RuntimeStreams
 from relay.evaluation.plan import Candidate
 from relay.evaluation.progress import Progress
 from relay.evaluation.results import open_results
-from relay.evaluation.runner import EvalResult, Evaluation, Limiter, StreamOpener
+from relay.evaluation.runner import EvalResult, Evaluation, ProviderLimiter, StreamOpener
 from relay.evaluation.scoring import PythonScorer, Scorer
 from relay.evaluation.spec import EvalOptions, candidate_for, candidates_for, parse_scorer
 
@@ -108,7 +108,7 @@ async def run_evaluation(
     prepared: Prepared,
     *,
     open_stream: StreamOpener,
-    limiter: Limiter,
+    limiter: ProviderLimiter,
     out: str | Path,
     options: EvalOptions | None = None,
     prices: PriceTable | None = None,
@@ -167,7 +167,7 @@ async def evaluate_local(
         return await run_evaluation(
             prepared,
             open_stream=streams,
-            limiter=LocalLimiter(),
+            limiter=LocalProviderLimiter(),
             out=out or default_out(prepared.name),
             options=options,
             prices=prices,

@@ -2,7 +2,7 @@
 
 The buckets reserve rather than block: ``reserve`` takes what a call needs at
 once, possibly into debt, and answers how long the caller must wait before
-sending. One holder of the buckets (an actor on a cluster, ``LocalLimiter`` in
+sending. One holder of the buckets (an actor on a cluster, ``LocalProviderLimiter`` in
 a process) can then serve every caller without parking any of them. The
 token charge is an estimate made before the call; ``settle`` corrects it with
 the usage the reply reports. A 429's ``Retry-After`` pauses the provider for
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["TokenBucket", "RateLimits", "LocalLimiter", "BURST_S"]
+__all__ = ["TokenBucket", "ProviderRateLimits", "LocalProviderLimiter", "BURST_S"]
 
 # A bucket holds this many seconds of its rate: bursts stay short of a full minute's budget.
 BURST_S = 10.0
@@ -54,7 +54,7 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + amount)
 
 
-class RateLimits:
+class ProviderRateLimits:
     """Per provider: an rpm bucket, a tpm bucket, and a pause after a Retry-After."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -126,11 +126,11 @@ class RateLimits:
         return out
 
 
-class LocalLimiter:
-    """``RateLimits`` behind the async interface the runner uses: one process, no cluster."""
+class LocalProviderLimiter:
+    """``ProviderRateLimits`` behind the async interface the runner uses: one process, no cluster."""
 
-    def __init__(self, limits: RateLimits | None = None) -> None:
-        self.limits = limits or RateLimits()
+    def __init__(self, limits: ProviderRateLimits | None = None) -> None:
+        self.limits = limits or ProviderRateLimits()
 
     async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None:
         self.limits.configure(provider, rpm, tpm)

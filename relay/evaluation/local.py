@@ -6,14 +6,14 @@ adapters behave as on a cluster; for notebooks, CI without Ray, and tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from relay.config import ProviderConfig
 from relay.errors import NotFound
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.request import ChatRequest
+from relay.types import Batches
 
 __all__ = ["RuntimeStreams"]
 
@@ -23,7 +23,7 @@ class RuntimeStreams:
         gauge = LoadGauge()
         self.runtimes = {config.provider_id: ProviderRuntime(config, gauge) for config in configs}
 
-    def __call__(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    def __call__(self, request: ChatRequest) -> Batches:
         runtime = self.runtimes.get(request.provider)
         if runtime is None:
             raise NotFound(f"Unknown provider '{request.provider}'", param="provider")

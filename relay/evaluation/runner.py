@@ -3,7 +3,7 @@
 Plain asyncio over two seams: ``open_stream(request)`` yields a provider's
 event batches (a Serve pool's ``stream`` on a cluster, a ``ProviderRuntime``
 in one process), and a limiter holds the rate buckets (an actor on a cluster,
-``LocalLimiter`` in one process). Retries with backoff and Retry-After happen
+``LocalProviderLimiter`` in one process). Retries with backoff and Retry-After happen
 once, in the provider runtime; a cell that still fails is recorded with its
 error and the run goes on. Each cell is written to the result store as soon
 as it finishes, so a stopped run loses only the cells in flight.
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,14 +33,14 @@ from relay.evaluation.spec import EvalOptions
 from relay.evaluation.summary import CandidateSummary, below_threshold, summarize
 from relay.reply import Reply
 from relay.request import ChatRequest
+from relay.types import StreamOpener
 
-__all__ = ["Evaluation", "EvalResult", "Limiter", "StreamOpener", "scorer_hash"]
+__all__ = ["Evaluation", "EvalResult", "ProviderLimiter", "StreamOpener", "scorer_hash"]
 
-StreamOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
 _CONTENT = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio", "image"})
 
 
-class Limiter(Protocol):
+class ProviderLimiter(Protocol):
     async def configure(self, provider: str, rpm: float | None, tpm: float | None) -> None: ...
     async def reserve(self, provider: str, tokens: int, correction: int = 0) -> float: ...
     async def settle(self, provider: str, reserved: int, used: int) -> None: ...
@@ -87,7 +87,7 @@ class Evaluation:
         *,
         store: ResultStore,
         open_stream: StreamOpener | None = None,
-        limiter: Limiter | None = None,
+        limiter: ProviderLimiter | None = None,
         scorers: Sequence[Scorer] = (),
         options: EvalOptions | None = None,
         prices: PriceTable | None = None,
@@ -143,7 +143,7 @@ class Evaluation:
             raise CostCeilingExceeded(estimate, ceiling)
         return to_call, to_rescore, stored, estimate
 
-    def _seams(self) -> tuple[StreamOpener, Limiter]:
+    def _seams(self) -> tuple[StreamOpener, ProviderLimiter]:
         if self.open_stream is None or self.limiter is None:
             raise RuntimeError("an Evaluation runs with open_stream and limiter; without them it can only preflight")
         return self.open_stream, self.limiter

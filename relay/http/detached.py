@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+
+from relay.types import Batch
 
 __all__ = ["DetachedRun", "QUEUED_EVENTS", "RESUME_GRACE_S"]
 
-Batch = list[dict[str, Any]]
 QUEUED_EVENTS = 1024
 RESUME_GRACE_S = 300.0
 

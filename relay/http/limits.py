@@ -1,7 +1,7 @@
 """Per-user limits: requests and tokens per minute, concurrent streams, and the caps on one request.
 
-``Limiter`` is plain bookkeeping, so the same class runs in-process
-(``LocalLimits``) and inside the one cluster-wide actor (``actors.limiter``)
+``UserLimiter`` is plain bookkeeping, so the same class runs in-process
+(``LocalUserLimits``) and inside the one cluster-wide actor (``actors.limiter``)
 that every ingress replica asks: a limit is the cluster's, not a process's.
 
 Rates are token buckets: a bucket holds up to a minute's allowance and refills
@@ -17,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relay.config import LimitSettings
 from relay.errors import PayloadTooLarge, ProviderTimeout, RateLimited
+from relay.types import Batches
 
 __all__ = [
     "Decision",
-    "Limiter",
-    "LimitClient",
-    "LocalLimits",
+    "UserLimiter",
+    "UserLimitsClient",
+    "LocalUserLimits",
     "check_size",
     "metered",
 ]
@@ -72,7 +73,7 @@ class _User:
     streams: set[str] = field(default_factory=set)
 
 
-class Limiter:
+class UserLimiter:
     """Per-user buckets and stream leases. Not thread-safe: one event loop or one actor owns it."""
 
     def __init__(self, settings: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
@@ -178,7 +179,7 @@ class Limiter:
         }
 
 
-class LimitClient(Protocol):
+class UserLimitsClient(Protocol):
     """What the ingress calls: in-process, or the cluster's limiter actor."""
 
     async def acquire(self, user_id: str) -> Decision: ...
@@ -186,11 +187,11 @@ class LimitClient(Protocol):
     def release(self, lease: str, tokens: int) -> None: ...
 
 
-class LocalLimits:
-    """The in-process limiter: one ``Limiter`` shared by the event loop's requests."""
+class LocalUserLimits:
+    """The in-process limiter: one ``UserLimiter`` shared by the event loop's requests."""
 
     def __init__(self, settings: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limiter = Limiter(settings, clock)
+        self.limiter = UserLimiter(settings, clock)
 
     async def acquire(self, user_id: str) -> Decision:
         return self.limiter.acquire(user_id)
@@ -217,8 +218,8 @@ def check_size(settings: LimitSettings, messages: list[dict[str, Any]], stored: 
 
 
 async def metered(
-    batches: AsyncIterator[list[dict[str, Any]]], timeout_s: float | None, used: list[int]
-) -> AsyncIterator[list[dict[str, Any]]]:
+    batches: Batches, timeout_s: float | None, used: list[int]
+) -> Batches:
     """Pass the batches through, adding up ``usage`` tokens into ``used[0]``; past ``timeout_s``, end with an error."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s if timeout_s is not None else None

@@ -36,7 +36,7 @@ from relay.modes import GeneratorMode, apply_mode, check_mode, interleave
 from relay.session.runlog import Cursor
 
 if TYPE_CHECKING:
-    from relay.http.app import Ingress
+    from relay.http.gateway import Gateway
 
 __all__ = ["WebSocketManager", "WebSocketMessage"]
 
@@ -65,8 +65,8 @@ class FeedbackData(BaseModel):
 class WebSocketManager:
     """Live connections and their counters: the seed's ``get_websocket_manager().get_statistics()``."""
 
-    def __init__(self, ingress: Ingress) -> None:
-        self.ingress = ingress
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
         self.live: set[_Connection] = set()
         self.opened = 0
         self.received = 0
@@ -181,7 +181,7 @@ class _Connection:
                 cursor = Cursor.parse(after)
             except ValueError:
                 raise InvalidRequest("data.after must be an event id from this run", param="data.after") from None
-            batches = await self.manager.ingress.run_events(run_id, self.user_id, cursor)
+            batches = await self.manager.gateway.run_events(run_id, self.user_id, cursor)
             self.requests[request_id] = asyncio.create_task(self._relay(request_id, batches))
             await self._put("ack", request_id, {"status": "resuming", "run_id": run_id, "after": after})
         elif kind == "cancel":
@@ -196,7 +196,7 @@ class _Connection:
                 feedback = FeedbackData.model_validate(message.data)
             except ValidationError as exc:
                 raise validation_error(exc) from None
-            self.manager.ingress.backend.store.set_feedback(
+            self.manager.gateway.backend.store.set_feedback(
                 feedback.run_id, self.user_id, feedback.model_dump(exclude={"run_id"})
             )
             await self._put("ack", request_id, {"status": "stored", "run_id": feedback.run_id})
@@ -221,11 +221,11 @@ class _Connection:
                 raise InvalidRequest("interleaved mode needs at least two provider_ids", param="provider_ids")
             streams = {}
             for provider_id in providers:
-                chat = await self.manager.ingress.chat_request(body, body.model, provider_id)
+                chat = await self.manager.gateway.chat_request(body, body.model, provider_id)
                 session_id = body.session_id or self.session_id
                 if len(providers) > 1 and session_id:
                     session_id = f"{session_id}.{provider_id}"
-                opening = self.manager.ingress.open_turn(
+                opening = self.manager.gateway.open_run(
                     session_id=session_id, user_id=self.user_id, request=chat
                 )
                 # Opened outside this connection's context, as for HTTP: Ray Serve's cancellation of the
@@ -240,7 +240,7 @@ class _Connection:
             async def close() -> None:
                 await asyncio.gather(*(closer() for closer in turns), return_exceptions=True)
 
-            run = self.runs[request_id] = self.manager.ingress.detach(apply_mode(merged, generator), close)
+            run = self.runs[request_id] = self.manager.gateway.detach(apply_mode(merged, generator), close)
             await self._forward(request_id, run.events())
         except asyncio.CancelledError:
             if run is not None and not (self.dropped and resumable):

@@ -13,16 +13,14 @@ from importlib.metadata import entry_points
 
 from relay.config import ProviderConfig
 from relay.errors import InvalidRequest
-from relay.providers.base import BaseProviderAdapter, request_features
+from relay.providers.base import BaseProviderAdapter
 
 __all__ = [
     "ADAPTERS",
     "ENTRY_POINT_GROUP",
     "BaseProviderAdapter",
     "adapter_class",
-    "create_adapter",
     "register_adapter",
-    "request_features",
 ]
 
 ENTRY_POINT_GROUP = "relay.providers"
@@ -68,7 +66,3 @@ def adapter_class(config: ProviderConfig) -> type[BaseProviderAdapter]:
         f"built in: {', '.join(sorted(ADAPTERS))}, or install a '{ENTRY_POINT_GROUP}' entry point",
         param="provider_type",
     )
-
-
-def create_adapter(config: ProviderConfig) -> BaseProviderAdapter:
-    return adapter_class(config)(config)

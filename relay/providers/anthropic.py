@@ -17,6 +17,7 @@ import orjson
 
 from relay.errors import ProviderError, ProviderTimeout, RelayError, error_for_status
 from relay.providers.base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.providers.features import BUILTIN_FEATURES
 from relay.providers.structured import output_schema
 from relay.request import ChatRequest
 from relay.wire.anthropic import AnthropicStream, error_from_anthropic, structured_input_schema, to_anthropic_request
@@ -51,9 +52,7 @@ def map_anthropic_error(exc: Exception, provider_id: str) -> RelayError:
 
 class AnthropicAdapter(SDKAdapter):
     provider_type = "anthropic"
-    features: ClassVar[frozenset[str]] = frozenset(
-        {"streaming", "text", "tools", "images", "files", "structured_output", "reasoning", "citations"}
-    )
+    features: ClassVar[frozenset[str]] = BUILTIN_FEATURES["anthropic"]
 
     def create_client(self) -> anthropic.AsyncAnthropic:
         config = self.config

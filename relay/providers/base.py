@@ -11,13 +11,12 @@ from typing import Any, ClassVar
 import httpx2
 
 from relay.config import ProviderConfig
-from relay.errors import ProviderError, ProviderTimeout, RelayError, UnsupportedFeature
+from relay.errors import ProviderError, ProviderTimeout, RelayError
 from relay.request import ChatRequest
 
 __all__ = [
     "BaseProviderAdapter",
     "SDKAdapter",
-    "request_features",
     "sse_events",
     "sse_stream",
     "transport_error",
@@ -25,28 +24,6 @@ __all__ = [
     "pooled_client",
     "retry_after_header",
 ]
-
-_PART_FEATURES = {"image_url": "images", "input_audio": "audio", "file": "files", "text": "text"}
-
-
-def request_features(request: ChatRequest) -> set[str]:
-    """The features a request uses, named as ``supports_feature`` expects them."""
-    features = {"streaming", "text"}
-    params = request.params
-    if params.get("tools"):
-        features.add("tools")
-    if (params.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
-        features.add("structured_output")
-    if params.get("reasoning_effort") or params.get("thinking"):
-        features.add("reasoning")
-    for message in request.messages:
-        if message.get("tool_calls") or message.get("role") == "tool":
-            features.add("tools")
-        content = message.get("content")
-        if isinstance(content, list):
-            features.update(_PART_FEATURES.get(part["type"], part["type"]) for part in content)
-    return features
-
 
 class BaseProviderAdapter(abc.ABC):
     """An adapter turns a ``ChatRequest`` into normalized events through one wire format.
@@ -68,25 +45,6 @@ class BaseProviderAdapter(abc.ABC):
 
     @abc.abstractmethod
     def stream_chat(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]: ...
-
-    @classmethod
-    def features_for(cls, config: ProviderConfig) -> frozenset[str]:
-        return frozenset(config.features) if config.features is not None else cls.features
-
-    def supports_feature(self, feature: str) -> bool:
-        return feature in self.features_for(self.config)
-
-    @classmethod
-    def check_features(cls, config: ProviderConfig, request: ChatRequest) -> None:
-        """A 400 naming the provider and the feature, before any upstream call."""
-        supported = cls.features_for(config)
-        missing = sorted(request_features(request) - supported)
-        if missing:
-            raise UnsupportedFeature(
-                f"Provider '{config.provider_id}' ({config.provider_type}) does not support {', '.join(missing)}",
-                param=missing[0],
-                code="unsupported_feature",
-            )
 
     async def health(self) -> dict[str, Any]:
         """Reachability and latency of the upstream; adapters with one override ``probe``."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from relay.config import COALESCE_BASE_S, COALESCE_PER_WINDOW
 from relay.events import TERMINAL_TYPES
+from relay.types import Batches
 
 __all__ = ["BASE_S", "PER_WINDOW", "LoadGauge", "coalesce", "merge_deltas"]
 
@@ -67,7 +68,7 @@ def merge_deltas(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def coalesce(
     source: AsyncIterator[dict[str, Any]], gauge: LoadGauge, hint: int = 1
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> Batches:
     """Yield lists of events; the first event of a quiet stream goes out at once."""
     pending: list[dict[str, Any]] = []
     ready = asyncio.Event()

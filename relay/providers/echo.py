@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from relay.errors import InvalidRequest, ProviderError, RateLimited
 from relay.events import finish, text_delta, usage
 from relay.providers.base import BaseProviderAdapter
+from relay.providers.features import BUILTIN_FEATURES
 from relay.request import ChatRequest, last_user_text
 
 __all__ = ["EchoAdapter", "echo_tokens"]
@@ -40,7 +41,7 @@ def echo_tokens(text: str, repeat: int = 1) -> list[str]:
 
 class EchoAdapter(BaseProviderAdapter):
     provider_type = "echo"
-    features: ClassVar[frozenset[str]] = frozenset({"streaming", "text", "images", "files", "audio"})
+    features: ClassVar[frozenset[str]] = BUILTIN_FEATURES["echo"]
 
     def _options(self, request: ChatRequest) -> dict[str, Any]:
         options = {"ttft_ms": 0.0, "tokens_per_s": 0.0, "repeat": 1, "fault": None, "fault_after": 0}

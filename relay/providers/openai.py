@@ -14,6 +14,7 @@ import orjson
 
 from relay.errors import ProviderError, ProviderTimeout, RelayError, error_for_status
 from relay.providers.base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.providers.features import BUILTIN_FEATURES
 from relay.request import ChatRequest
 from relay.wire.openai import OpenAIStream, prepare_messages
 
@@ -54,9 +55,7 @@ def map_openai_error(exc: Exception, provider_id: str) -> RelayError:
 
 class OpenAIAdapter(SDKAdapter):
     provider_type = "openai"
-    features: ClassVar[frozenset[str]] = frozenset(
-        {"streaming", "text", "tools", "images", "audio", "files", "structured_output", "reasoning"}
-    )
+    features: ClassVar[frozenset[str]] = BUILTIN_FEATURES["openai"]
     # The OpenAI API renamed max_tokens; compatible servers still expect the old name.
     max_tokens_param: ClassVar[str] = "max_completion_tokens"
 

@@ -29,11 +29,11 @@ from relay.errors import (
 )
 from relay.events import status
 from relay.request import ChatRequest
+from relay.types import StreamOpener
 
 __all__ = ["CircuitBreaker", "RetryPolicy", "retrying", "falls_back", "with_fallback"]
 
 EventStream = AsyncIterator[dict[str, Any]]
-BatchStream = AsyncIterator[list[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,7 @@ def falls_back(error: RelayError) -> bool:
 
 
 async def with_fallback(
-    request: ChatRequest, open_stream: Callable[[ChatRequest], BatchStream]
+    request: ChatRequest, open_stream: StreamOpener
 ) -> AsyncIterator[tuple[ChatRequest, list[dict[str, Any]]]]:
     """(serving request, batch) pairs; before any content, a failed provider hands over to the next in the chain.
 

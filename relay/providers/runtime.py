@@ -18,9 +18,11 @@ from relay.errors import RelayError
 from relay.providers import adapter_class
 from relay.providers.base import BaseProviderAdapter
 from relay.providers.coalesce import LoadGauge, coalesce
+from relay.providers.features import check_features
 from relay.providers.resilience import CircuitBreaker, RetryPolicy, retrying
 from relay.providers.structured import output_schema, validated
 from relay.request import ChatRequest
+from relay.types import Batches
 
 __all__ = ["ProviderRuntime", "TTFT_EWMA_ALPHA"]
 
@@ -56,7 +58,7 @@ class ProviderRuntime:
 
     def events(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         adapter = self._adapter()
-        type(adapter).check_features(self.config, request)
+        check_features(self.config, request)
         stream = retrying(lambda: adapter.stream_chat(request), self.policy, self.breaker, self.config.provider_id)
         schema = output_schema(request.params.get("response_format"))
         return self._measured(validated(stream, schema) if schema is not None else stream)
@@ -106,7 +108,7 @@ class ProviderRuntime:
             "breaker": self.breaker.state,
         }
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    def stream(self, request: ChatRequest) -> Batches:
         """Event batches: one per coalescing window, never one per token under load."""
         return coalesce(self.events(request), self.gauge, request.load_hint)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from relay.errors import RelayError
+from relay.types import Batches
 
 __all__ = ["MetricsSink", "observe"]
 
@@ -33,11 +34,11 @@ class MetricsSink(Protocol):
 
 
 async def observe(
-    batches: AsyncIterator[list[dict[str, Any]]],
+    batches: Batches,
     provider: str,
     sink: MetricsSink,
     clock: Callable[[], float] = time.perf_counter,
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> Batches:
     started = clock()
     ttft: float | None = None
     used = [0, 0]

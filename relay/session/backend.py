@@ -6,21 +6,22 @@ implements it in-process, so the HTTP surface is testable without Ray.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relay.config import ProviderConfig, RelaySettings
 from relay.request import ChatRequest
 from relay.store import Store
+from relay.types import Batches
 
-__all__ = ["Backend", "StoredSessions", "Turn"]
+__all__ = ["Backend", "StoredSessions", "RunStream"]
 
 
 @dataclass(slots=True)
-class Turn:
+class RunStream:
     session_id: str
-    batches: AsyncIterator[list[dict[str, Any]]]
+    batches: Batches
     close: Callable[[], Awaitable[None]]
 
 
@@ -29,14 +30,14 @@ class Backend(Protocol):
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]: ...
 
-    async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn: ...
+    async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream: ...
 
     store: Store
 
     async def delete_session(self, session_id: str, user_id: str) -> None:
         """Passivate the session if it is live (409 while a turn runs), then delete it from the store."""
 
-    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
         """A running run's events after ``after``, then live; raises ``RunNotLive`` to send the caller to the store."""
 
     async def register_provider(self, config: ProviderConfig) -> None:

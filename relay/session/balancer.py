@@ -11,7 +11,7 @@ weight. The strategies are pure functions over what the pools report:
   pool that was slow once gets measured again.
 
 Load and latency come from the pools' own counters (``ProviderRuntime.stats``:
-``in_flight``, ``ttft_ewma_ms``, ``breaker``), read by each process's ``Router``
+``in_flight``, ``ttft_ewma_ms``, ``breaker``), read by each process's ``Balancer``
 at most once per ``stats_ttl_s``. Between two reads the router adds the streams
 its own process opened or closed since, so a burst does not pile onto one pool
 while the numbers are stale. A pool whose circuit breaker is open goes last.
@@ -27,18 +27,18 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from relay.config import RouteConfig
-from relay.request import ChatRequest, Target
+from relay.request import ChatRequest, RoutePlan, Target
+from relay.types import Batches, StreamOpener
 
 __all__ = [
     "STRATEGIES",
     "PoolView",
-    "RoutePlan",
-    "Router",
+    "Balancer",
     "rank",
     "route_health",
     "smooth_weighted",
@@ -46,18 +46,6 @@ __all__ = [
 
 STRATEGIES: tuple[str, ...] = ("weighted", "least-busy", "latency")
 PoolStats = Callable[[Target], Awaitable[dict[str, Any] | None]]
-BatchOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
-
-
-@dataclass(frozen=True, slots=True)
-class RoutePlan:
-    """A route resolved to its pools; it travels on the request to the session that routes it."""
-
-    name: str
-    strategy: str
-    pools: tuple[Target, ...]
-    weights: tuple[float, ...]
-    explore: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +100,7 @@ def rank(
     return [first, *rest, *shut]
 
 
-class Router:
+class Balancer:
     """One per process (a session actor, the in-process backend): its counts are the process's own streams."""
 
     def __init__(
@@ -181,10 +169,10 @@ class Router:
             route=None,
         )
 
-    def tracked(self, open_stream: BatchOpener) -> BatchOpener:
+    def tracked(self, open_stream: StreamOpener) -> StreamOpener:
         """``open_stream``, counting this process's open streams per pool while they run."""
 
-        async def opener(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+        async def opener(request: ChatRequest) -> Batches:
             self.local[request.provider] += 1
             try:
                 async for batch in open_stream(request):

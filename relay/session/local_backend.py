@@ -6,7 +6,6 @@ It backs the fast HTTP tests and shows what each Ray actor wraps.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from relay.config import ProviderConfig, RelaySettings
@@ -15,11 +14,12 @@ from relay.providers.catalog import ProviderRegistry
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.request import ChatRequest, Target
-from relay.session.backend import StoredSessions, Turn
-from relay.session.balancer import Router
+from relay.session.backend import RunStream, StoredSessions
+from relay.session.balancer import Balancer
 from relay.session.runlog import RunNotLive
 from relay.session.session import Session
 from relay.store import Store, open_store
+from relay.types import Batches
 
 __all__ = ["LocalBackend"]
 
@@ -35,7 +35,7 @@ class LocalBackend(StoredSessions):
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
         # One process: the pools' counters are right here, fresh on every pick.
-        self.router = Router(self._pool_stats, stats_ttl_s=0.0)
+        self.router = Balancer(self._pool_stats, stats_ttl_s=0.0)
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         return self.configs
@@ -44,7 +44,7 @@ class LocalBackend(StoredSessions):
         runtime = self.runtimes.get(target.provider)
         return runtime.stats() if runtime is not None else None
 
-    def _open_stream(self, request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    def _open_stream(self, request: ChatRequest) -> Batches:
         return self.runtimes[request.provider].stream(request)
 
     def _activate(self, session_id: str | None, user_id: str) -> Session:
@@ -62,7 +62,7 @@ class LocalBackend(StoredSessions):
             raise NotFound(f"Session '{session_id}' not found", param="session_id")
         return session
 
-    async def open_turn(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> Turn:
+    async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
         session = self._activate(session_id, user_id)
         batches = session.chat(request, self._open_stream)
 
@@ -70,16 +70,16 @@ class LocalBackend(StoredSessions):
             with contextlib.suppress(RuntimeError):
                 await batches.aclose()
 
-        return Turn(session.session_id, batches, close)
+        return RunStream(session.session_id, batches, close)
 
-    async def tail(self, session_id: str, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
         session = self.sessions.get(session_id)
         if session is None:
             raise RunNotLive(run_id)
         tail = session.tail(run_id, after)
         first = await anext(tail, None)  # RunNotLive surfaces here, before the response starts
 
-        async def batches() -> AsyncIterator[list[dict[str, Any]]]:
+        async def batches() -> Batches:
             if first is not None:
                 yield first
             async for batch in tail:

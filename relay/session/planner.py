@@ -14,19 +14,19 @@ from typing import Any
 
 from relay.config import ProviderConfig, RelaySettings, RouteConfig
 from relay.errors import InvalidRequest
-from relay.request import ChatRequest, Target
-from relay.session.balancer import RoutePlan, route_health
+from relay.request import ChatRequest, RoutePlan, Target
+from relay.session.balancer import route_health
 from relay.session.cache import CachePolicy, cacheable
 from relay.store import Store
 from relay.tools import ToolRegistry
 
-__all__ = ["CACHE_HEADER", "TurnPlanner"]
+__all__ = ["CACHE_HEADER", "RunPlanner"]
 
 CACHE_HEADER = "X-Relay-Cache"
 Resolve = Callable[[str | None, str | None], Awaitable[tuple[ProviderConfig, str]]]
 
 
-class TurnPlanner:
+class RunPlanner:
     def __init__(self, settings: RelaySettings, store: Store) -> None:
         self.store = store
         self.tools = ToolRegistry(settings.tools)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+from relay.types import Batches
 
 __all__ = ["Cursor", "RunLog", "RunNotLive"]
 
@@ -41,7 +42,7 @@ class Cursor:
         event, chars = int(match[1]), int(match[2] or 0)
         return cls(event - 1, chars) if match[2] is not None else cls(event)
 
-    async def skip_seen(self, batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def skip_seen(self, batches: Batches) -> Batches:
         """``batches`` (the events after ``event``) less the characters of the first one already seen."""
         chars = self.chars
         async for batch in batches:
@@ -79,7 +80,7 @@ class RunLog:
             self._waiter.set_result(None)
         self._waiter = None
 
-    async def tail(self, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def tail(self, after: int) -> Batches:
         """The events after ``after``, then the live ones as they come, until the run ends."""
         while True:
             if len(self.events) > after:

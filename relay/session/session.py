@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from relay import events
@@ -23,7 +23,7 @@ from relay.errors import RelayError, as_relay_error
 from relay.events import finish
 from relay.reply import Reply
 from relay.request import ChatRequest, last_user_text
-from relay.session.balancer import Router
+from relay.session.balancer import Balancer
 from relay.session.cache import ResponseCache
 from relay.session.context import (
     build_context,
@@ -36,12 +36,12 @@ from relay.session.context import (
 from relay.session.runlog import RunLog, RunNotLive
 from relay.session.steps import RunSteps
 from relay.store import Store, new_id
+from relay.types import Batches, StreamOpener
 
-__all__ = ["Session", "StreamOpener", "history_message"]
+__all__ = ["Session", "history_message"]
 
 log = logging.getLogger("relay.session.session")
 
-StreamOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
 _HISTORY_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "is_error", "thinking_blocks")
 
 
@@ -57,11 +57,11 @@ class Session:
         session_id: str,
         user_id: str,
         context: ContextSettings | None = None,
-        router: Router | None = None,
+        router: Balancer | None = None,
     ) -> None:
         self.store = store
         # Shared by the process's sessions, so that least-busy routing counts all of its streams.
-        self.router = router or Router()
+        self.router = router or Balancer()
         self.cache = ResponseCache(store)
         self.session_id = session_id
         self.user_id = user_id
@@ -71,7 +71,7 @@ class Session:
         self.summary: str | None = row.get("summary")
         self.summary_topics: list[str] = row.get("summary_topics") or []
         self.summary_covers: int = row.get("summary_seq") or 0  # conversation messages the summary stands for
-        self.turns_waiting = 0
+        self.runs_waiting = 0
         self.last_active = time.monotonic()
         self._turn = asyncio.Lock()  # FIFO: concurrent sends run in arrival order
         self._summarizing: asyncio.Task[None] | None = None
@@ -81,7 +81,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """A turn runs or waits, or a summary or memory is still being written: not safe to passivate."""
-        return self.turns_waiting > 0 or bool(self._background)
+        return self.runs_waiting > 0 or bool(self._background)
 
     async def settled(self) -> None:
         """Wait for background summaries and memory extraction."""
@@ -94,18 +94,18 @@ class Session:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def chat(self, request: ChatRequest, open_stream: StreamOpener) -> AsyncIterator[list[dict[str, Any]]]:
-        self.turns_waiting += 1
+    async def chat(self, request: ChatRequest, open_stream: StreamOpener) -> Batches:
+        self.runs_waiting += 1
         try:
             # aclosing: a caller that stops early must still run the inner finally (the run is persisted there)
             async with self._turn, contextlib.aclosing(self._run(request, open_stream)) as batches:
                 async for batch in batches:
                     yield batch
         finally:
-            self.turns_waiting -= 1
+            self.runs_waiting -= 1
             self.last_active = time.monotonic()
 
-    async def _run(self, request: ChatRequest, open_stream: StreamOpener) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _run(self, request: ChatRequest, open_stream: StreamOpener) -> Batches:
         run_id = new_id("run")
         for message in request.messages:
             self.store.append_message(self.session_id, message, run_id)
@@ -173,7 +173,7 @@ class Session:
         self.history.append(message)
         self.store.append_message(self.session_id, message, run_id)
 
-    async def tail(self, run_id: str, after: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def tail(self, run_id: str, after: int) -> Batches:
         """A running run's events after ``after``, then live; ``RunNotLive`` when it is not running here."""
         run_log = self.live_runs.get(run_id)
         if run_log is None:

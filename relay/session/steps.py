@@ -21,20 +21,20 @@ each step's ``usage`` event counts that model call, and the run spends their sum
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from relay.events import cache_hit, tool_execution_end, tool_execution_start
 from relay.providers.resilience import with_fallback
 from relay.reply import Reply
 from relay.request import ChatRequest
-from relay.session.balancer import Router
+from relay.session.balancer import Balancer
 from relay.session.cache import ResponseCache, cache_key, replayable
 from relay.tools import ToolOutcome, execute
+from relay.types import Batches, StreamOpener
 
 __all__ = ["RunSteps"]
 
-BatchOpener = Callable[[ChatRequest], AsyncIterator[list[dict[str, Any]]]]
 _CANCELLED = "Error: the run stopped before the tool finished"
 
 
@@ -43,10 +43,10 @@ class RunSteps:
         self,
         request: ChatRequest,
         messages: list[dict[str, Any]],
-        open_stream: BatchOpener,
+        open_stream: StreamOpener,
         *,
         commit: Callable[[dict[str, Any]], None],
-        router: Router,
+        router: Balancer,
         cache: ResponseCache,
     ) -> None:
         self.request = request
@@ -60,7 +60,7 @@ class RunSteps:
         self.cached = False
         self._offset = 0  # tool-call indices used by earlier steps
 
-    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def batches(self) -> Batches:
         """The run's events, the session's own finish excepted."""
         policy = self.request.cache
         key = None
@@ -112,7 +112,7 @@ class RunSteps:
             if events is not None:
                 self.cache.put(policy, key, events)
 
-    async def _model_call(self) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _model_call(self) -> Batches:
         request, opener = self.request, self.open_stream
         if request.route is not None:
             request, opener = await self.router.plan(request), self.router.tracked(opener)
@@ -133,7 +133,7 @@ class RunSteps:
             self.messages.append(message)
         self._offset += len(step_reply.tool_calls)
 
-    async def _execute(self, calls: list[dict[str, Any]], step: int) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _execute(self, calls: list[dict[str, Any]], step: int) -> Batches:
         """Run the calls concurrently: their starts, then each end as it comes; their messages in call order."""
         toolset = self.request.tools
         assert toolset is not None

@@ -13,12 +13,11 @@ import pytest
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import InvalidRequest, Overloaded, ProviderTimeout, RateLimited
 from relay.http.app import build_app
-from relay.providers import create_adapter
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.request import ChatRequest
 from relay.session.local_backend import LocalBackend
-from tests.cases import WEATHER_TOOL
+from tests.cases import WEATHER_TOOL, create_adapter
 from tests.fakes.anthropic_upstream import FakeAnthropic, ServerThread, signature
 
 THOUGHT = "Let me think about this."
@@ -123,7 +122,7 @@ def backend(tmp_path: Path, upstream: tuple[FakeAnthropic, str]) -> LocalBackend
 
 
 async def run_turn(backend: LocalBackend, session_id: str | None, req: ChatRequest) -> tuple[str, list[dict[str, Any]]]:
-    turn = await backend.open_turn(session_id=session_id, user_id="thinker", request=req)
+    turn = await backend.open_run(session_id=session_id, user_id="thinker", request=req)
     return turn.session_id, [event async for batch in turn.batches for event in batch]
 
 

@@ -57,7 +57,7 @@ def backend(tmp_path: Path, upstream_url: str, **context: Any) -> LocalBackend:
 
 async def send(relay: LocalBackend, session_id: str | None, text: str, user: str = "u1", **kw: Any) -> tuple[str, list]:
     request = ChatRequest(provider="up", model="fake", messages=[{"role": "user", "content": text}], **kw)
-    turn = await relay.open_turn(session_id=session_id, user_id=user, request=request)
+    turn = await relay.open_run(session_id=session_id, user_id=user, request=request)
     return turn.session_id, [event async for batch in turn.batches for event in batch]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.evaluation import CostCeilingExceeded, PriceTable, RateLimits, estimate_cost, parse_rows, plan_cells
+from relay.evaluation import CostCeilingExceeded, PriceTable, ProviderRateLimits, estimate_cost, parse_rows, plan_cells
 from relay.evaluation.costs import Price, estimate_input_tokens
 from relay.evaluation.limits import BURST_S
 from relay.evaluation.plan import Candidate
@@ -88,7 +88,7 @@ def test_unpriced_models_make_a_ceiling_refuse() -> None:
 
 def test_token_bucket_reserves_into_debt_and_says_how_long_to_wait() -> None:
     clock = Clock()
-    limits = RateLimits(clock)
+    limits = ProviderRateLimits(clock)
     limits.configure("oa", rpm=60)  # 1 per second, a burst of BURST_S requests
     waits = [limits.reserve("oa", 0) for _ in range(int(BURST_S) + 2)]
     assert waits[: int(BURST_S)] == [0.0] * int(BURST_S)
@@ -100,7 +100,7 @@ def test_token_bucket_reserves_into_debt_and_says_how_long_to_wait() -> None:
 
 def test_tokens_per_minute_are_settled_with_the_reported_usage() -> None:
     clock = Clock()
-    limits = RateLimits(clock)
+    limits = ProviderRateLimits(clock)
     limits.configure("oa", tpm=600)  # 10 tokens/s, a bucket of 100
     assert limits.reserve("oa", 100) == 0.0
     assert limits.reserve("oa", 50) == pytest.approx(5.0)
@@ -114,7 +114,7 @@ def test_tokens_per_minute_are_settled_with_the_reported_usage() -> None:
 
 def test_a_retry_after_pauses_the_provider_and_configure_lifts_limits() -> None:
     clock = Clock()
-    limits = RateLimits(clock)
+    limits = ProviderRateLimits(clock)
     limits.pause("oa", 3.0)
     assert limits.reserve("oa", 1) == pytest.approx(3.0)
     clock.now += 3

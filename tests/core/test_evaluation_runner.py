@@ -14,10 +14,10 @@ from relay.evaluation import (
     CostCeilingExceeded,
     EvalOptions,
     Evaluation,
-    LocalLimiter,
+    LocalProviderLimiter,
     Price,
     PriceTable,
-    RateLimits,
+    ProviderRateLimits,
     ResultStore,
     RuntimeStreams,
     parse_rows,
@@ -268,14 +268,14 @@ async def test_results_live_in_postgres_too(configs: list[ProviderConfig], fresh
 async def test_limited_providers_draw_from_the_buckets_and_settle_with_real_usage(
     configs: list[ProviderConfig], tmp_path: Path
 ) -> None:
-    limits = RateLimits(clock=lambda: 0.0)  # time stands still: the bucket holds exactly what was drawn
+    limits = ProviderRateLimits(clock=lambda: 0.0)  # time stands still: the bucket holds exactly what was drawn
     store = ResultStore(f"sqlite:///{tmp_path / 'cells.db'}")
     evaluation = Evaluation(
         parse_rows(ROWS),
         [Candidate("echo", "echo", "echo")],
         store=store,
         open_stream=RuntimeStreams(configs),
-        limiter=LocalLimiter(limits),
+        limiter=LocalProviderLimiter(limits),
         options=EvalOptions(tpm={"echo": 6000}, rpm={"echo": 6000}, params={"max_tokens": 50}),
         prices=FREE,
     )

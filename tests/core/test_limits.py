@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,9 @@ import pytest
 from relay.config import LimitSettings, ProviderConfig, RelaySettings
 from relay.errors import PayloadTooLarge, RateLimited
 from relay.http.app import build_app
-from relay.http.limits import Limiter, LocalLimits, check_size, metered
+from relay.http.limits import LocalUserLimits, UserLimiter, check_size, metered
 from relay.session.local_backend import LocalBackend
+from relay.types import Batches
 from tests.fakes.openai_upstream import ServerThread
 
 
@@ -28,9 +29,9 @@ class Clock:
         return self.now
 
 
-def limiter(**limits: Any) -> tuple[Limiter, Clock]:
+def limiter(**limits: Any) -> tuple[UserLimiter, Clock]:
     clock = Clock()
-    return Limiter(LimitSettings.model_validate(limits), clock), clock
+    return UserLimiter(LimitSettings.model_validate(limits), clock), clock
 
 
 def test_requests_per_minute_is_a_bucket_that_refills_and_says_when() -> None:
@@ -102,7 +103,7 @@ def test_size_caps_are_413s_naming_the_field() -> None:
 
 
 async def test_metered_counts_usage_and_ends_a_stalled_stream_with_a_timeout_error() -> None:
-    async def stalled() -> AsyncIterator[list[dict[str, Any]]]:
+    async def stalled() -> Batches:
         yield [{"type": "usage", "input_tokens": 4, "output_tokens": 6}]
         await asyncio.Event().wait()  # an upstream that never sends another byte
         yield []
@@ -131,7 +132,7 @@ def serve(tmp_path: Path, limits: dict[str, Any]) -> Iterator[str]:
     echo = ProviderConfig(provider_id="echo", provider_type="echo", model="echo")
     settings = RelaySettings(store_url=f"sqlite:///{tmp_path}/r.db", providers=[echo], limits=limits)
     backend = LocalBackend(settings)
-    frozen = LocalLimits(settings.limits, clock=lambda: 5000.0)  # no refill while the test runs: exact counts
+    frozen = LocalUserLimits(settings.limits, clock=lambda: 5000.0)  # no refill while the test runs: exact counts
     with ServerThread(build_app(backend, frozen)) as server:
         yield server.url
 

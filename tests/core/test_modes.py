@@ -12,8 +12,7 @@ from relay.errors import InvalidRequest, ProviderError
 from relay.events import finish, status, text_delta
 from relay.modes import GENERATOR_MODES, QUEUED_BATCHES, GeneratorConfig, apply_mode, interleave, register_mode
 from relay.session.runlog import Cursor
-
-Batch = list[dict[str, Any]]
+from relay.types import Batch
 
 
 async def scripted(batches: list[Batch], gate: asyncio.Event | None = None, after: int = 0) -> AsyncIterator[Batch]:

@@ -28,14 +28,13 @@ from relay.errors import (
     Unprocessable,
 )
 from relay.http.app import build_app
-from relay.providers import create_adapter
 from relay.providers.base import pooled_client
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.session.local_backend import LocalBackend
-from tests.cases import WEATHER_TOOL, adapter_events, user_request
+from tests.cases import WEATHER_TOOL, adapter_events, create_adapter, user_request
 from tests.fakes.flaky_front import FlakyFront
 from tests.fakes.openai_upstream import MISSING_KEY, FakeOpenAI, ServerThread
 

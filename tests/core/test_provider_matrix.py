@@ -82,7 +82,7 @@ async def turn(
     **params: Any,
 ) -> tuple[list[dict[str, Any]], Reply, dict[str, Any]]:
     request = ChatRequest(provider=provider, model=model, messages=messages, params=params, fallbacks=list(fallbacks))
-    opened = await backend.open_turn(session_id=None, user_id="matrix", request=request)
+    opened = await backend.open_run(session_id=None, user_id="matrix", request=request)
     events = [event async for batch in opened.batches for event in batch]
     for event in events:
         EVENT_ADAPTER.validate_python(event)

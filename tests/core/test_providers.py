@@ -6,11 +6,11 @@ import pytest
 
 from relay.config import ProviderConfig
 from relay.errors import InvalidRequest, ProviderError, RateLimited, UnsupportedFeature
-from relay.providers import create_adapter
 from relay.providers.echo import echo_tokens
+from relay.providers.features import check_features
 from relay.reply import Reply
 from relay.request import ChatRequest
-from tests.cases import adapter_events, user_request
+from tests.cases import adapter_events, create_adapter, user_request
 
 
 def request(text: str = "hello big world", **kw: Any) -> ChatRequest:
@@ -55,7 +55,7 @@ async def test_echo_fault_injection() -> None:
 def test_unsupported_feature_names_the_provider_and_feature() -> None:
     adapter = echo()
     with pytest.raises(UnsupportedFeature) as exc:
-        adapter.check_features(
+        check_features(
             adapter.config, request(params={"tools": [{"type": "function", "function": {"name": "f"}}]})
         )
     assert "'echo'" in exc.value.message and exc.value.param == "tools"

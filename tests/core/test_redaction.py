@@ -164,7 +164,7 @@ async def test_real_traffic_at_debug_level_writes_no_key_anywhere(
         logging.getLogger("relay").removeHandler(capture)
     written = "\n".join(capture.lines) + json_logs.getvalue()
     assert "refused POST /api/streaming/chat: an unknown API key" in written  # the traffic was logged
-    turn = next(orjson.loads(line) for line in json_logs.getvalue().splitlines() if "turn opened" in line)
+    turn = next(orjson.loads(line) for line in json_logs.getvalue().splitlines() if "run opened" in line)
     assert turn["request_id"] == "req_traffic_1" and turn["user_id"] == "alice" and turn["provider"] == "gpt"
     for secret in (PROVIDER_KEY, ODD_KEY, user_key, admin_key, wrong_key):
         assert secret not in written

@@ -12,6 +12,7 @@ from relay.events import finish, text_delta
 from relay.providers.resilience import CircuitBreaker, RetryPolicy, falls_back, retrying, with_fallback
 from relay.providers.structured import check_response_format, validate_output
 from relay.request import ChatRequest, Target
+from relay.types import Batches
 
 
 class Clock:
@@ -124,7 +125,7 @@ def request_with_chain(*fallbacks: str) -> ChatRequest:
 async def test_fallback_chain_hands_over_before_the_first_token() -> None:
     opened: list[str] = []
 
-    async def open_stream(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_stream(request: ChatRequest) -> Batches:
         opened.append(request.provider)
         if request.provider != "c":
             raise Overloaded(f"{request.provider} down")
@@ -138,14 +139,14 @@ async def test_fallback_chain_hands_over_before_the_first_token() -> None:
 
 
 async def test_fallback_does_not_hide_a_bad_request_or_a_midstream_failure() -> None:
-    async def bad(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def bad(request: ChatRequest) -> Batches:
         raise InvalidRequest("bad field")
         yield []
 
     with pytest.raises(InvalidRequest):
         [x async for x in with_fallback(request_with_chain("b"), bad)]
 
-    async def midstream(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def midstream(request: ChatRequest) -> Batches:
         yield [text_delta("partial")]
         raise ProviderError("dropped")
 
@@ -158,7 +159,7 @@ async def test_a_fallback_that_lacks_a_feature_is_skipped_and_the_real_failure_s
     """anthropic(529) -> echo (no tools) -> c: echo is skipped with a status saying why, c serves."""
     opened: list[str] = []
 
-    async def open_stream(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_stream(request: ChatRequest) -> Batches:
         opened.append(request.provider)
         if request.provider == "a":
             raise Overloaded("a: upstream overloaded_error: Overloaded")
@@ -180,7 +181,7 @@ async def test_a_fallback_that_lacks_a_feature_is_skipped_and_the_real_failure_s
 
 
 async def test_the_chosen_provider_lacking_a_feature_is_the_callers_error() -> None:
-    async def open_stream(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_stream(request: ChatRequest) -> Batches:
         raise UnsupportedFeature(f"Provider '{request.provider}' does not support audio", param="audio")
         yield []
 

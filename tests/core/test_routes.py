@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from relay.config import ProviderConfig, RelaySettings, RouteConfig
 from relay.http.app import build_app
-from relay.request import ChatRequest, Target
-from relay.session.balancer import PoolView, RoutePlan, Router, rank, route_health, smooth_weighted
+from relay.request import ChatRequest, RoutePlan, Target
+from relay.session.balancer import Balancer, PoolView, rank, route_health, smooth_weighted
 from relay.session.local_backend import LocalBackend
+from relay.types import Batches
 from tests.core.test_app import sse_events
 from tests.fakes.openai_upstream import free_port
 
@@ -73,11 +74,11 @@ async def test_a_router_counts_its_own_streams_between_two_reads_of_the_pools() 
         return reported[target.provider]
 
     now = [0.0]
-    router = Router(stats, stats_ttl_s=1.0, clock=lambda: now[0])
+    router = Balancer(stats, stats_ttl_s=1.0, clock=lambda: now[0])
     plan = RoutePlan("r", "least-busy", (Target("a"), Target("b")), (1.0, 1.0))
-    held: list[AsyncIterator[list[dict[str, Any]]]] = []
+    held: list[Batches] = []
 
-    async def hold(request: ChatRequest) -> AsyncIterator[list[dict[str, Any]]]:
+    async def hold(request: ChatRequest) -> Batches:
         yield [{"type": "status", "status": "running"}]
         await asyncio.Event().wait()
 
@@ -99,7 +100,7 @@ async def test_a_router_counts_its_own_streams_between_two_reads_of_the_pools() 
 
 async def test_routers_start_their_rotation_at_random_points() -> None:
     plan = RoutePlan("r", "weighted", (Target("a"), Target("b")), (1.0, 1.0))
-    firsts = {(await Router(rng=random.Random(seed)).order(plan))[0].provider for seed in range(20)}
+    firsts = {(await Balancer(rng=random.Random(seed)).order(plan))[0].provider for seed in range(20)}
     assert firsts == {"a", "b"}  # many session actors starting at once do not all pick the same pool first
 
 

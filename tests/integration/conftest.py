@@ -16,7 +16,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.deploy import apply_ray_env, deploy_config
-from relay.cli import load_serve_config
+from relay.cli.serve import load_serve_config
 from tests.conftest import pg_schema
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI, free_port

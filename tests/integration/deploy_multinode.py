@@ -24,7 +24,7 @@ from ray._private import state
 from ray.cluster_utils import Cluster
 
 from actors.deploy import deploy_config
-from relay.cli import load_serve_config
+from relay.cli.serve import load_serve_config
 from relay.store import open_store
 from tests.fakes.openai_upstream import free_port
 

@@ -16,7 +16,7 @@ import ray
 import yaml
 from ray import serve
 
-from actors.evaluation import ClusterLimiter, aevaluate, ensure_pools, rate_limiter
+from actors.evaluation import ClusterProviderLimiter, aevaluate, ensure_pools, rate_limiter
 from actors.names import pool_name
 from relay.config import ProviderConfig, RelaySettings
 from relay.evaluation import CostCeilingExceeded, EvalOptions, Price, PriceTable, ResultStore
@@ -219,7 +219,7 @@ def reserve_elsewhere(provider: str) -> float:
 
 
 async def test_the_rate_limiter_is_one_actor_for_the_cluster() -> None:
-    limiter = ClusterLimiter()
+    limiter = ClusterProviderLimiter()
     # A bucket of one request, refilled once every 1,000 s: what elapses while a worker starts hardly counts.
     await limiter.configure("ev-shared", rpm=0.06, tpm=None)
     assert await limiter.reserve("ev-shared", 0) == 0.0
