@@ -41,7 +41,12 @@ class DeployFailed(RuntimeError):
 def deploy_config(config: dict[str, Any], *, timeout_s: float = 300.0) -> ServeDeploySchema:
     """A declarative deploy (the config's ``deployments`` overrides apply); blocks until RUNNING."""
     schema = ServeDeploySchema.model_validate(config)
-    client = serve_api.serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    # The config's logging_config reaches the controller and the proxies only here; deploy_apps gives it to replicas.
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+        global_logging_config=schema.logging_config,
+    )
     client.deploy_apps(schema, _blocking=False)
     names = [application.name for application in schema.applications]
     deadline = time.monotonic() + timeout_s

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -35,6 +36,8 @@ __all__ = [
     "RedactingFilter",
     "JsonFormatter",
     "RequestIdMiddleware",
+    "LOG_LEVEL_ENV",
+    "configure_cli_logging",
     "configure_logging",
     "new_request_id",
     "request_scope",
@@ -45,6 +48,10 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("relay_request_id", default=None
 _REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MASK = "***"
+# The level of the ``relay`` logger in Ray processes; `relay serve` sets WARNING unless --verbose.
+LOG_LEVEL_ENV = "RELAY_LOG_LEVEL"
+# Libraries that log every request at INFO: a user of `relay chat` would see them between the lines of the chat.
+_CHATTY = ("httpx", "httpcore")
 
 
 def new_request_id() -> str:
@@ -151,12 +158,20 @@ class JsonFormatter(logging.Formatter):
         return self.redactor.redact(orjson.dumps(line, default=str).decode())
 
 
+def configure_cli_logging(*, verbose: bool) -> None:
+    """In a ``relay`` command: warnings and errors only, unless ``--verbose`` asks for every INFO line too."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(level)
+
+
 def configure_logging(
-    secrets: Iterable[str | None] = (), *, level: int = logging.INFO, stream: IO[str] | None = None
+    secrets: Iterable[str | None] = (), *, level: int | str | None = None, stream: IO[str] | None = None
 ) -> logging.Handler:
     """In a Ray process: JSON lines for ``relay.*`` on stderr, and redaction on every handler already there.
 
-    Idempotent: a second call only adds secrets.
+    The level is ``level``, else ``$RELAY_LOG_LEVEL``, else INFO. Idempotent: a second call only adds secrets.
     """
     REDACTOR.add(secrets)
     relay = logging.getLogger("relay")
@@ -167,7 +182,7 @@ def configure_logging(
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactingFilter())
     relay.addHandler(handler)
-    relay.setLevel(level)
+    relay.setLevel(level if level is not None else os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
     relay.propagate = False  # Ray's and Serve's handlers would print each line a second time, unformatted
     for name in ("", "ray", "ray.serve"):
         for existing in logging.getLogger(name).handlers:

@@ -32,9 +32,11 @@ log = logging.getLogger("relay.eval")
 EXIT_FAIL_UNDER, EXIT_USAGE, EXIT_COST, EXIT_STOPPED = 1, 2, 3, 130
 
 
-def add_eval_parser(commands: Any) -> None:
+def add_eval_parser(commands: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``common``: the options every command takes (``--verbose``)."""
     parser = commands.add_parser(
         "eval",
+        parents=common,
         help="run a dataset against several providers and score the replies",
         description="Each row x provider x repeat is one cell. Finished cells are stored in --out and never called "
         "again: rerun the same command to resume.",

@@ -14,23 +14,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay.cli.output import console_for, new_table
+from relay.cli.serve import load_serve_config
 from relay.http.auth import new_key
 from relay.store import Store, open_store
 
 __all__ = ["add_keys_parser", "run_keys"]
 
 
-def add_keys_parser(commands: Any) -> None:
+def add_keys_parser(commands: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``common``: the options every command takes (``--verbose``), on each action."""
     keys = commands.add_parser("keys", help="create, list and revoke per-user API keys")
     actions = keys.add_subparsers(dest="keys_command", required=True)
-    create = actions.add_parser("create", help="a new key for a user; printed once, stored hashed")
+    create = actions.add_parser("create", help="a new key for a user; printed once, stored hashed", parents=common)
     create.add_argument("--user", required=True, help="the user the key acts as")
     create.add_argument("--admin", action="store_true", help="may also register providers and read stats")
     create.add_argument("--name", default=None, help="a label, e.g. the service that holds the key")
-    listing = actions.add_parser("list", help="keys (never the keys themselves: their prefixes)")
+    listing = actions.add_parser("list", help="keys (never the keys themselves: their prefixes)", parents=common)
     listing.add_argument("--user", default=None)
     listing.add_argument("--all", action="store_true", help="include revoked keys")
-    revoke = actions.add_parser("revoke", help="revoke one key by id, or every key of a user")
+    revoke = actions.add_parser("revoke", help="revoke one key by id, or every key of a user", parents=common)
     target = revoke.add_mutually_exclusive_group(required=True)
     target.add_argument("key_id", nargs="?", help="a key id from `relay keys list`")
     target.add_argument("--user", default=None)
@@ -43,8 +46,7 @@ def add_keys_parser(commands: Any) -> None:
 def _store(args: argparse.Namespace) -> Store:
     if args.store_url:
         return open_store(args.store_url)
-    from relay.cli import load_serve_config  # the same resolution as `relay serve`
-
+    # the same resolution as `relay serve`
     config = load_serve_config(Path(args.config), host=None, port=None, data_dir=Path(args.data_dir))
     return open_store(config["applications"][0]["args"]["store_url"])
 
@@ -64,14 +66,13 @@ def run_keys(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
             return 0
         if args.keys_command == "list":
-            print(f"{'key_id':<38} {'user':<20} {'prefix':<11} {'admin':<5} {'created':<16} revoked")
+            console = console_for(sys.stdout)
+            table = new_table(console, "key_id", "user", "prefix", "admin", "created", "revoked")
             for row in store.api_keys(args.user, include_revoked=args.all):
                 revoked = _when(row["revoked_at"]) if row["revoked_at"] else "-"
                 admin = "yes" if row["is_admin"] else "no"
-                print(
-                    f"{row['key_id']:<38} {row['user_id']:<20} {row['prefix']:<11} {admin:<5} "
-                    f"{_when(row['created_at']):<16} {revoked}"
-                )
+                table.add_row(row["key_id"], row["user_id"], row["prefix"], admin, _when(row["created_at"]), revoked)
+            console.print(table)
             return 0
         count = store.revoke_api_keys(key_id=args.key_id, user_id=args.user if args.key_id is None else None)
         print(f"revoked {count} key(s)", file=sys.stderr)

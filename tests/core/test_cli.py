@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from relay.cli import is_loopback, load_serve_config, main
+from relay.cli import main
+from relay.cli.serve import is_loopback, load_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,3 +49,24 @@ def test_serve_refuses_a_key_written_in_the_config(tmp_path: Path, caplog: pytes
     )
     code = main(["serve", "--config", str(config), "--data-dir", str(tmp_path)])
     assert code == 2 and "api_key_env" in caplog.text and "sk-live-123" not in caplog.text
+
+
+@pytest.mark.parametrize("command", ["serve", "chat", "status", "keys", "eval"])
+def test_each_command_module_imports_on_its_own(command: str) -> None:
+    """A fresh interpreter per module: an import cycle between a command and the package would fail here."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import relay.cli.{command} as m; print(m.__all__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "from relay.cli import" not in (ROOT / "relay" / "cli" / f"{command}.py").read_text()
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["chat"], ["status"], ["keys", "list"], ["eval", "rows.jsonl"]])
+def test_every_command_takes_verbose(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--verbose", "--help"])
+    assert stopped.value.code == 0
+    assert "--verbose" in capsys.readouterr().out

@@ -1,0 +1,161 @@
+"""``relay serve``: a local Ray cluster (or ``RAY_ADDRESS``'s) serving the Serve config, until Ctrl-C.
+
+Quiet by default: one banner (address, providers, store), then only warnings
+and errors, from this process and from every Ray process (Relay's JSON lines,
+Serve's own). ``--verbose`` brings back Serve's INFO lines and access log.
+Ctrl-C or SIGTERM stops Serve and Ray and prints ``Relay stopped.``; the exit
+code is then 0, because stopping is how a server is meant to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from relay.logs import LOG_LEVEL_ENV
+
+__all__ = ["QUIET_SERVE_LOGGING", "is_loopback", "load_serve_config", "run_serve"]
+
+log = logging.getLogger("relay")
+
+# Serve's logging for the controller, the proxies and every replica when --verbose is off: its INFO lines and the
+# access log (a line per request, e.g. each `CALL stats OK`) would bury the warnings a user has to see.
+QUIET_SERVE_LOGGING: dict[str, Any] = {"log_level": "WARNING", "enable_access_log": False}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_serve_config(path: Path, *, host: str | None, port: int | None, data_dir: Path) -> dict[str, Any]:
+    """The Serve config file with the command line's overrides; SQLite paths made absolute."""
+    config = yaml.safe_load(path.read_text())
+    http = config.setdefault("http_options", {})
+    if host is not None:
+        http["host"] = host
+    if port is not None:
+        http["port"] = port
+    http.setdefault("host", "127.0.0.1")
+    http.setdefault("port", 8000)
+    for application in config.get("applications", []):
+        args = application.setdefault("args", {})
+        for provider in args.get("providers") or ():
+            if "api_key" in provider:
+                raise ValueError(
+                    f"{path}: provider '{provider.get('provider_id')}' has an api_key in the file; put the key in "
+                    "an environment variable and name it with api_key_env"
+                )
+        url = args.get("store_url", "sqlite:///relay.db")
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not Path(url[len(prefix) :]).is_absolute():
+            args["store_url"] = prefix + str((data_dir / url[len(prefix) :]).resolve())
+    return config
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        log.error("config file %s not found", config_path)
+        return 2
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config = load_serve_config(config_path, host=args.host, port=args.port, data_dir=data_dir)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    host, port = config["http_options"]["host"], config["http_options"]["port"]
+    if not is_loopback(host) and not _auth_configured(config):
+        log.error(
+            "refusing to bind %s: auth is not configured, so anyone who can reach this address could chat as any "
+            "user and use your provider keys. Create a key first: `relay keys create --user NAME --admin "
+            "--data-dir %s` (auth turns on once a key exists), or set `auth: required` in the application's args "
+            "in %s. To stay local, bind to 127.0.0.1.",
+            host,
+            args.data_dir,
+            config_path,
+        )
+        return 2
+    if not args.verbose:
+        config.setdefault("logging_config", QUIET_SERVE_LOGGING)  # a logging_config in the file wins
+        os.environ.setdefault(LOG_LEVEL_ENV, "WARNING")  # Relay's own lines in every Ray process
+    # SIGTERM (systemd, docker stop, the test suite) stops the server the way Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _serve_until_stopped(config, host, port, verbose=args.verbose)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbose: bool) -> int:
+    from actors.deploy import DeployFailed, apply_ray_env, deploy_config
+
+    apply_ray_env()  # before ray.init: the local cluster's processes inherit it
+    import ray
+    from ray import serve
+
+    level = logging.INFO if verbose else logging.WARNING
+    # A cluster of its own, even when one that `ray start` began runs on this machine (ray.init would join it and
+    # this command's shutdown would stop its Serve apps); RAY_ADDRESS still names one to join on purpose.
+    address = os.environ.get("RAY_ADDRESS", "local")
+    ray.init(address=address, namespace="serve", include_dashboard=False, logging_level=level)
+    logging.getLogger("ray.serve").setLevel(level)  # the driver's "Started Serve", "Deploying app" lines
+    try:
+        try:
+            deploy_config(config)
+        except DeployFailed as exc:
+            log.error("deploy failed: %s", exc)
+            return 1
+        # /readyz answers without a key, so this works with auth on too
+        ready = httpx.get(f"http://{host}:{port}/readyz", timeout=30).json()
+        _print_banner(host, port, ready["pools"], config["applications"][0]["args"].get("store_url"))
+        # Sleep in short steps: a signal may land on one of Ray's threads, and only the main thread runs Python's
+        # handlers, at its next bytecode.
+        while True:
+            time.sleep(0.5)
+    finally:
+        # A second Ctrl-C while Serve drains would interrupt the shutdown and print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        serve.shutdown()
+        ray.shutdown()
+        print("Relay stopped.", file=sys.stderr)
+
+
+def _print_banner(host: str, port: int, pools: list[dict[str, Any]], store_url: str | None) -> None:
+    providers = ", ".join(f"{p['provider_id']} ({p['replicas']} replica, {p['status']})" for p in pools)
+    print(
+        f"Relay is listening on http://{host}:{port}\n  providers: {providers}\n  store: {store_url}\n"
+        "  press Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _auth_configured(config: dict[str, Any]) -> bool:
+    from relay.config import AuthSettings
+    from relay.store import open_store
+
+    args = config["applications"][0].get("args") or {}
+    if AuthSettings.model_validate(args.get("auth") or {}).mode == "required":
+        return True
+    store = open_store(args.get("store_url", "sqlite:///relay.db"))
+    try:
+        return store.has_api_keys()
+    finally:
+        store.close()
