@@ -66,7 +66,7 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
     """``limits``: the cluster's limiter client; in-process a local one."""
     gateway = Gateway(backend, limits)
     websockets = WebSocketManager(gateway)
-    gateway.websockets = websockets
+    gateway.stats["websocket"] = websockets.get_statistics
     routes: list[BaseRoute] = [
         WebSocketRoute("/api/streaming/ws/{user_id}", websockets.handle),
         *openai_routes(gateway),

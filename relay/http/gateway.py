@@ -8,11 +8,12 @@ stream slot and charging its tokens happen here once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from starlette.requests import Request
 
@@ -31,11 +32,6 @@ from relay.session.backend import Backend, RunStream
 from relay.session.planner import RunPlanner
 from relay.session.runlog import Cursor, RunNotLive
 from relay.types import Batch, Batches
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from relay.http.websocket import WebSocketManager
 
 __all__ = [
     "Gateway",
@@ -139,7 +135,8 @@ class Gateway:
         self.media = MediaPolicy(tuple(Path(d) for d in settings.media_dirs))
         self.admin_key_env = settings.admin_key_env
         self.configured = {p.provider_id for p in settings.providers}
-        self.websockets: WebSocketManager | None = None
+        # Counters other surfaces add to ``GET /api/stats`` (the WebSocket connections), by name.
+        self.stats: dict[str, Callable[[], dict[str, Any]]] = {}
         self.draining: set[asyncio.Task[None]] = set()
         self.planner = RunPlanner(settings, backend.store)
 

@@ -75,8 +75,7 @@ def provider_routes(gateway: Gateway) -> list[Route]:
         """The seed's ``get_system_stats``: sessions, actors, pools, WebSocket connections."""
         gateway.require_admin(request)
         numbers = await backend.stats()
-        if gateway.websockets is not None:
-            numbers["websocket"] = gateway.websockets.get_statistics()
+        numbers |= {name: read() for name, read in gateway.stats.items()}
         return JSONResponse(numbers)
 
     return [

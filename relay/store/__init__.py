@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from relay.store.base import RUN_STATUSES, Store, new_id
+from relay.store.base import RUN_STATUSES, Store
+from relay.store.schema import new_id
 from relay.store.sqlite import SQLiteStore
 
 __all__ = ["Store", "SQLiteStore", "open_store", "new_id", "RUN_STATUSES"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import abc
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,121 +22,15 @@ import orjson
 
 from relay.errors import Conflict, NotFound
 from relay.store.cache_rows import ResponseCacheRows
+from relay.store.keys import ApiKeyRows
+from relay.store.schema import MIGRATIONS, Dialect, new_id
 
-__all__ = ["Store", "new_id", "RUN_STATUSES", "MIGRATIONS", "Dialect"]
+__all__ = ["Store", "RUN_STATUSES"]
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed", "cancelled")
 _SESSION_JSON = ("session_data", "metadata", "summary_topics")
 _RUN_JSON = ("input", "tool_calls", "citations", "usage", "error", "feedback")
 _EDITABLE = ("session_data", "metadata", "name")
-
-
-class Dialect:
-    """Column types that differ: ``{serial}`` an auto-increment key, ``{real}`` a float."""
-
-    def __init__(self, serial: str, real: str) -> None:
-        self.serial = serial
-        self.real = real
-
-    def render(self, sql: str) -> str:
-        return sql.format(serial=self.serial, real=self.real)
-
-
-# Each entry is one schema version; a store applies the ones it has not recorded, in order, once.
-MIGRATIONS: list[Sequence[str]] = [
-    (
-        """CREATE TABLE IF NOT EXISTS sessions (
-            session_id TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            agent_id TEXT, team_id TEXT, workflow_id TEXT, name TEXT,
-            session_data TEXT NOT NULL DEFAULT '{{}}',
-            metadata TEXT NOT NULL DEFAULT '{{}}',
-            summary TEXT,
-            version INTEGER NOT NULL DEFAULT 1,
-            created_at {real} NOT NULL,
-            updated_at {real} NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id, created_at)",
-        """CREATE TABLE IF NOT EXISTS messages (
-            seq {serial},
-            session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
-            run_id TEXT,
-            message TEXT NOT NULL,
-            created_at {real} NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS messages_session ON messages (session_id, seq)",
-        """CREATE TABLE IF NOT EXISTS runs (
-            run_id TEXT PRIMARY KEY,
-            session_id TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
-            status TEXT NOT NULL,
-            provider TEXT, model TEXT,
-            input TEXT NOT NULL,
-            output TEXT NOT NULL DEFAULT '',
-            reasoning TEXT NOT NULL DEFAULT '',
-            tool_calls TEXT NOT NULL DEFAULT '[]',
-            usage TEXT NOT NULL DEFAULT '{{}}',
-            finish_reason TEXT,
-            error TEXT,
-            ttft_ms {real}, total_ms {real},
-            started_at {real} NOT NULL,
-            finished_at {real}
-        )""",
-        "CREATE INDEX IF NOT EXISTS runs_session ON runs (session_id, started_at)",
-    ),
-    (
-        "ALTER TABLE runs ADD COLUMN citations TEXT NOT NULL DEFAULT '[]'",
-        """CREATE TABLE IF NOT EXISTS providers (
-            provider_id TEXT PRIMARY KEY,
-            config TEXT NOT NULL,
-            secret TEXT,
-            created_at {real} NOT NULL
-        )""",
-    ),
-    (
-        "ALTER TABLE sessions ADD COLUMN summary_topics TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE sessions ADD COLUMN summary_seq INTEGER NOT NULL DEFAULT 0",
-        """CREATE TABLE IF NOT EXISTS memories (
-            memory_id TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            content TEXT NOT NULL,
-            source_session_id TEXT,
-            created_at {real} NOT NULL
-        )""",
-        "CREATE UNIQUE INDEX IF NOT EXISTS memories_user_content ON memories (user_id, content)",
-        "CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at)",
-    ),
-    ("ALTER TABLE runs ADD COLUMN feedback TEXT",),
-    ("ALTER TABLE runs ADD COLUMN events TEXT",),
-    (
-        # relay.session.cache: one row per exact request on a cached route, replayed until it expires.
-        """CREATE TABLE IF NOT EXISTS response_cache (
-            cache_key TEXT PRIMARY KEY,
-            route TEXT NOT NULL,
-            events TEXT NOT NULL,
-            created_at {real} NOT NULL,
-            expires_at {real} NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS response_cache_route ON response_cache (route, created_at)",
-    ),
-    (
-        # Relay API keys: only the SHA-256 of each key is kept (relay.http.auth says why that is enough).
-        """CREATE TABLE IF NOT EXISTS api_keys (
-            key_id TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            key_hash TEXT NOT NULL UNIQUE,
-            prefix TEXT NOT NULL,
-            name TEXT,
-            is_admin INTEGER NOT NULL DEFAULT 0,
-            created_at {real} NOT NULL,
-            revoked_at {real}
-        )""",
-        "CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id)",
-    ),
-]
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def _dumps(value: Any) -> str:
@@ -156,7 +49,7 @@ def _without_events(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class Store(ResponseCacheRows, abc.ABC):
+class Store(ResponseCacheRows, ApiKeyRows, abc.ABC):
     """The store interface every backend implements; each statement is one short transaction."""
 
     dialect: Dialect
@@ -460,50 +353,3 @@ class Store(ResponseCacheRows, abc.ABC):
     def providers(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT provider_id, config, secret FROM providers ORDER BY created_at")
         return [row | {"config": orjson.loads(row["config"])} for row in rows]
-
-    # Relay API keys (hashes only)
-
-    def create_api_key(
-        self, user_id: str, key_hash: str, prefix: str, *, is_admin: bool = False, name: str | None = None
-    ) -> dict[str, Any]:
-        key_id = new_id("key")
-        self._write(
-            "INSERT INTO api_keys (key_id, user_id, key_hash, prefix, name, is_admin, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key_id, user_id, key_hash, prefix, name, int(is_admin), time.time()),
-        )
-        return self.api_keys(key_id=key_id, include_revoked=True)[0]
-
-    def api_key_by_hash(self, key_hash: str) -> dict[str, Any] | None:
-        """The live key with this hash; a revoked one is as good as unknown."""
-        rows = self._rows(
-            "SELECT key_id, user_id, is_admin FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
-        )
-        return rows[0] | {"is_admin": bool(rows[0]["is_admin"])} if rows else None
-
-    def api_keys(
-        self, user_id: str | None = None, *, key_id: str | None = None, include_revoked: bool = False
-    ) -> list[dict[str, Any]]:
-        sql = "SELECT key_id, user_id, prefix, name, is_admin, created_at, revoked_at FROM api_keys WHERE 1 = 1"
-        args: list[Any] = []
-        for column, value in (("user_id", user_id), ("key_id", key_id)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                args.append(value)
-        if not include_revoked:
-            sql += " AND revoked_at IS NULL"
-        rows = self._rows(sql + " ORDER BY created_at, key_id", args)
-        return [row | {"is_admin": bool(row["is_admin"])} for row in rows]
-
-    def revoke_api_keys(self, *, key_id: str | None = None, user_id: str | None = None) -> int:
-        """Revoke one key, or every key of a user; the rows stay, so auth stays on once it was."""
-        if (key_id is None) == (user_id is None):
-            raise ValueError("name exactly one of key_id and user_id")
-        column, value = ("key_id", key_id) if key_id is not None else ("user_id", user_id)
-        return self._write(
-            f"UPDATE api_keys SET revoked_at = ? WHERE {column} = ? AND revoked_at IS NULL", (time.time(), value)
-        )
-
-    def has_api_keys(self) -> bool:
-        """Whether a key was ever created: from then on the server requires one."""
-        return bool(self._rows("SELECT 1 AS one FROM api_keys LIMIT 1"))

@@ -12,7 +12,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.store.base import Dialect, Store
+from relay.store.base import Store
+from relay.store.schema import Dialect
 
 __all__ = ["PostgresStore"]
 

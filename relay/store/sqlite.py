@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from relay.store.base import Dialect, Store
+from relay.store.base import Store
+from relay.store.schema import Dialect
 
 __all__ = ["SQLiteStore"]
 

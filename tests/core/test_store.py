@@ -12,8 +12,8 @@ import pytest
 
 from relay.errors import Conflict, NotFound
 from relay.store import SQLiteStore, Store, open_store
-from relay.store.base import MIGRATIONS
 from relay.store.postgres import PostgresStore
+from relay.store.schema import MIGRATIONS
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
