@@ -1,48 +1,41 @@
 """Relay events to the OpenAI Responses API: the SSE stream and the Response object (RESPONSES.md).
 
-One path serves both: ``ResponsesEncoder.encode`` turns event batches into SSE
-frames while folding them into the Response, and a non-streamed body is
-``encoder.response`` after the last batch (STYLE.md: streaming and
-non-streaming share one code path).
+One path serves both (STYLE.md): ``ResponsesEncoder.encode`` turns event batches
+into SSE frames while folding them into the Response; a non-streamed body is
+``encoder.response`` after the last batch.
 
-Decisions, each tied to the rule that forced it:
-
-- Ids are derived, never random: ``msg_|rs_|fc_|fco_<response hex>_<output index>``.
-  Re-encoding a run's stored events with a fresh encoder reproduces the stream
-  byte for byte, so a resumed stream (``GET …?stream=true&starting_after=N``,
-  §4 "Resume") is the re-encoding with sequence numbers ``<= N`` dropped
-  (``replay``). ``completed_at`` is the one clock reading; pass ``clock`` that
-  returns the stored value when replaying a finished response.
-- Items never interleave: a new item closes the open one with its ``.done``
-  events first (§3 ordering rules 2 and 5). A Relay adapter emits one tool
-  call's deltas contiguously; a delta for an already closed call is dropped.
-- Reasoning is one ``reasoning`` item with ONE ``summary_text`` part (§3 (c)).
-  A reasoning-delta carrying ``signature`` (Anthropic) or ``encrypted_content``
+- Ids are derived, never random: ``msg_|rs_|fc_|fco_<response hex>_<output index>``,
+  so re-encoding stored events with a fresh encoder reproduces the stream byte
+  for byte, and a resumed stream (§4 "Resume") is that re-encoding with
+  sequence numbers ``<= N`` dropped (``replay``). ``completed_at`` is the one
+  clock reading: when replaying a finished response pass a ``clock`` that
+  returns the stored value.
+- A new item closes the open one with its ``.done`` events first (§3 rules 2, 5).
+  Relay adapters emit one tool call's deltas contiguously; a delta for a call
+  already closed is dropped.
+- Reasoning is a ``reasoning`` item with ONE ``summary_text`` part (§3 (c)). A
+  reasoning-delta carrying ``signature`` (Anthropic) or ``encrypted_content``
   (an OpenAI Responses upstream) closes it; with ``include_encrypted`` the done
-  item carries ``encrypted_content``: ``"relay.anthropic." + signature``, or
-  the upstream's string verbatim (``responses_input`` reads both back).
-- Calls to ``server_tools`` and Relay's tool executions are shown as what they
-  are: a ``function_call`` item and a ``function_call_output`` item, both with
-  ``"relay": {"executed": true}``. Extra keys pass through openai-python, which
-  does not validate (§0); ``function_call_output`` is an output item type in
-  openai-python 3.60.
-- Finish reasons: ``stop``/``tool_calls`` → ``response.completed``; ``length`` /
-  ``content_filter`` → ``response.incomplete`` with that ``incomplete_details``
-  (§3 (d)); an ``error`` event → ``response.failed`` alone (never a flat
-  ``error`` event, never a top-level ``error`` key in a data object, §3).
-- ``cancelled`` → ``response.failed`` whose response has ``status: "cancelled"``
-  and ``error.code: "response_cancelled"`` [unverified: no live capture].
-  There is no ``response.cancelled`` event in the SDK union, and inventing one
-  breaks every client (§0). ``failed`` is one of the three terminals the
-  openai helper accepts (§3 rule 4) and the Agents SDK raises on it, as it
-  should; ``incomplete`` without a reason would let the AI SDK finish with
-  ``stop`` or ``tool-calls`` and act on a cut-off reply.
+  item carries ``encrypted_content``: ``"relay.anthropic." + signature``, or the
+  upstream's string verbatim (``responses_input`` reads both back).
+- Calls to ``server_tools`` and Relay's tool executions show as what they are, a
+  ``function_call`` and a ``function_call_output`` item, each marked
+  ``"relay": {"executed": true}``: openai-python keeps unknown keys (§0), and
+  ``function_call_output`` is an output item type in openai-python 3.60.
+- ``stop``/``tool_calls`` → ``response.completed``; ``length``/``content_filter``
+  → ``response.incomplete`` with that ``incomplete_details``; an ``error`` event
+  → ``response.failed`` alone, never a flat ``error`` event (§3 (d)).
+- ``cancelled`` → ``response.failed`` carrying ``status: "cancelled"`` and
+  ``error.code: "response_cancelled"`` [unverified]. There is no
+  ``response.cancelled`` in the SDK union and an invented event breaks clients
+  (§0); ``failed`` is a terminal the openai helper accepts (§3 rule 4) and the
+  Agents SDK raises on, whereas ``incomplete`` without a reason lets the AI SDK
+  finish with ``stop``/``tool-calls`` and act on a cut-off reply.
 - Events after the terminal one are ignored: exactly one terminal (§3 rule 4).
-- ``status``, ``warning``, ``cache-hit`` and tool-execution-start events
-  produce nothing: never invent event types (§0).
+  ``status``, ``warning`` and ``cache-hit`` produce nothing (§0).
 - Document citations (Anthropic spans without a URL) have no Responses
-  annotation; only ``url_citation``s are emitted, indexed at the text's end
-  when the upstream gave no span.
+  annotation and are left out; a ``url_citation`` without a span is indexed at
+  the text's end.
 """
 
 from __future__ import annotations
@@ -54,116 +47,22 @@ from typing import Any
 
 import orjson
 
-__all__ = [
-    "ResponsesEncoder",
-    "response_skeleton",
-    "responses_usage",
-    "replay",
-    "error_event",
-    "ANTHROPIC_PREFIX",
-]
+from .responses_object import ANTHROPIC_PREFIX, error_event, response_skeleton, responses_usage
 
-ANTHROPIC_PREFIX = "relay.anthropic."
+__all__ = ["ResponsesEncoder", "response_skeleton", "responses_usage", "replay", "error_event", "ANTHROPIC_PREFIX"]
+
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 # Responses error codes (§1 "error"); a Relay error event's own ``code`` wins.
 _CODE_OF_TYPE = {"rate_limit_error": "rate_limit_exceeded", "invalid_request_error": "invalid_prompt"}
 _CANCELLED = {
     "code": "response_cancelled",
-    "message": "The response was cancelled before it finished.",
+    "message": "The response was cancelled.",
     "type": "cancelled",
     "param": None,
 }
 _MARK = {"executed": True}
-_DELTA_HEAD = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
-
-
-def response_skeleton(
-    *,
-    response_id: str,
-    created_at: int,
-    model: str,
-    instructions: str | None = None,
-    tools: list[dict[str, Any]] | None = None,
-    tool_choice: Any = "auto",
-    parallel_tool_calls: bool | None = None,
-    text: dict[str, Any] | None = None,
-    reasoning: dict[str, Any] | None = None,
-    max_output_tokens: int | None = None,
-    max_tool_calls: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    top_logprobs: int | None = None,
-    truncation: str | None = None,
-    metadata: dict[str, str] | None = None,
-    service_tier: str | None = None,
-    prompt_cache_key: str | None = None,
-    prompt_cache_retention: str | None = None,
-    safety_identifier: str | None = None,
-    user: str | None = None,
-    previous_response_id: str | None = None,
-    conversation_id: str | None = None,
-    background: bool = False,
-    store: bool = True,
-    queued: bool = False,
-) -> dict[str, Any]:
-    """Every key of §1 "Response object", ``null`` where unset: clients dereference fields, they do not check them."""
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "status": "queued" if queued else "in_progress",
-        "background": background,
-        "completed_at": None,
-        "conversation": {"id": conversation_id} if conversation_id else None,
-        "error": None,
-        "incomplete_details": None,
-        "instructions": instructions,
-        "max_output_tokens": max_output_tokens,
-        "max_tool_calls": max_tool_calls,
-        "metadata": metadata or {},
-        "model": model,
-        "output": [],
-        "parallel_tool_calls": True if parallel_tool_calls is None else parallel_tool_calls,
-        "previous_response_id": previous_response_id,
-        "prompt_cache_key": prompt_cache_key,
-        "prompt_cache_retention": prompt_cache_retention,
-        "reasoning": {"effort": (reasoning or {}).get("effort"), "summary": (reasoning or {}).get("summary")},
-        "safety_identifier": safety_identifier,
-        "service_tier": service_tier,
-        "store": store,
-        "temperature": temperature,
-        "text": text or {"format": {"type": "text"}},
-        "tool_choice": tool_choice,
-        "tools": tools or [],
-        "top_logprobs": top_logprobs,
-        "top_p": top_p,
-        "truncation": truncation or "disabled",
-        "usage": None,
-        "user": user,
-    }
-
-
-def responses_usage(total: dict[str, int] | None) -> dict[str, Any]:
-    """Relay's summed usage keys as §1 ``usage``: every subfield an int, ``cache_write_tokens`` included."""
-    total = total or {}
-    inputs = total.get("input_tokens", 0)
-    outputs = total.get("output_tokens", 0)
-    return {
-        "input_tokens": inputs,
-        "input_tokens_details": {
-            "cached_tokens": total.get("cache_read_tokens", 0),
-            "cache_write_tokens": total.get("cache_write_tokens", 0),
-        },
-        "output_tokens": outputs,
-        "output_tokens_details": {"reasoning_tokens": total.get("reasoning_tokens", 0)},
-        "total_tokens": inputs + outputs,
-    }
-
-
-def error_event(message: str, *, code: str | None = None, param: str | None = None, sequence_number: int = 0) -> bytes:
-    """The flat ``error`` event (§3) for a failure before ``response.created``; routes mostly answer 4xx/5xx JSON."""
-    body = {"type": "error", "sequence_number": sequence_number, "code": code, "message": message, "param": param}
-    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+_DELTA = "response.output_text.delta"
+_DELTA_HEAD = b"event: response.output_text.delta\ndata: "
 
 
 @dataclass(slots=True)
@@ -356,9 +255,17 @@ class ResponsesEncoder:
         self._seq = seq + 1
         if seq <= self.skip_through:
             return out
-        # The per-token path: one small dict, serialized once, behind a prebuilt prefix.
-        tail = {"item_id": opened.id, "output_index": opened.index, "content_index": 0, "delta": content}
-        return out + _DELTA_HEAD + str(seq).encode() + b"," + orjson.dumps(tail)[1:-1] + b',"logprobs":[]}\n\n'
+        # The per-token path: one dict, serialized once, behind a prebuilt prefix (benchmarks/bench_encoders.py).
+        delta = {
+            "type": _DELTA,
+            "sequence_number": seq,
+            "item_id": opened.id,
+            "output_index": opened.index,
+            "content_index": 0,
+            "delta": content,
+            "logprobs": [],
+        }
+        return out + _DELTA_HEAD + orjson.dumps(delta) + b"\n\n"
 
     def _open_message(self) -> tuple[_Open, bytes]:
         opened, out = self._add("message", "msg", {"role": "assistant", "status": "in_progress", "content": []})

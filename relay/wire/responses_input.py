@@ -40,6 +40,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InvalidRequest, NotFound
+from .responses_object import ANTHROPIC_PREFIX
 
 __all__ = [
     "ResponsesBody",
@@ -55,7 +56,6 @@ __all__ = [
     "HOSTED_TOOLS",
 ]
 
-ANTHROPIC_PREFIX = "relay.anthropic."  # relay.wire.responses writes it
 MAX_TOKENS = 1_000_000
 HOSTED_TOOLS = frozenset(
     {

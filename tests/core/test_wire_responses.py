@@ -167,7 +167,7 @@ def test_parallel_function_calls_sequence_b() -> None:
 
 
 def test_reasoning_then_text_sequence_c_with_encrypted_content() -> None:
-    encoder, out = _run(REASONING, include_encrypted=True)
+    _, out = _run(REASONING, include_encrypted=True)
     events = _events(out)
     assert [e["type"].removeprefix("response.") for e in events] == [
         "created",
@@ -214,7 +214,7 @@ def test_encrypted_content_only_when_included_and_verbatim_from_openai() -> None
 
 
 def test_length_is_incomplete_d() -> None:
-    encoder, out = _run([[{"type": "text-delta", "content": "cut"}, {"type": "finish", "reason": "length"}]])
+    _, out = _run([[{"type": "text-delta", "content": "cut"}, {"type": "finish", "reason": "length"}]])
     events = _events(out)
     assert events[-2]["type"] == "response.output_item.done" and events[-2]["item"]["status"] == "incomplete"
     assert events[-1]["type"] == "response.incomplete"
@@ -297,7 +297,7 @@ def test_server_tools_are_marked_function_calls_and_outputs() -> None:
             {"type": "finish", "reason": "stop"},
         ]
     ]
-    encoder, out = _run(batches, server_tools=frozenset({"web_fetch"}))
+    encoder, _ = _run(batches, server_tools=frozenset({"web_fetch"}))
     output = encoder.response["output"]
     assert [o["type"] for o in output] == ["function_call", "function_call_output", "message"]
     assert output[0]["relay"] == {"executed": True} and output[0]["arguments"] == '{"u":1}'
@@ -417,7 +417,7 @@ def test_openai_stream_helper_iterates_non_completed_terminals(finish: str, kind
     with _client(out, "text/event-stream").responses.stream(model="relay-test", input="hi") as stream:
         kinds = [event.type for event in stream]
         # like OpenAI's own failed or incomplete streams: no response.completed, so no final response
-        with pytest.raises(RuntimeError, match="response.completed"):
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
             stream.get_final_response()
     assert kinds[-1] == kind
 
