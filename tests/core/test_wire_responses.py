@@ -443,3 +443,34 @@ def test_openai_stream_helper_accepts_server_tool_items() -> None:
         final = stream.get_final_response()
     assert [o.type for o in final.output] == ["function_call", "function_call_output", "message"]
     assert final.output[1].output == "boom" and final.output_text == "failed"
+
+
+def test_skeleton_has_every_response_key_with_defaults_and_echoes() -> None:
+    tools = [{"type": "function", "name": "f", "parameters": {}, "strict": True}]
+    skeleton = response_skeleton(
+        response_id=RESP,
+        created_at=1,
+        model="m",
+        conversation_id="conv_1",
+        tools=tools,
+        temperature=0.2,
+        tool_choice=None,
+        reasoning={"effort": "low"},
+    )
+    keys = "id object created_at status completed_at error incomplete_details instructions model output "
+    keys += "parallel_tool_calls previous_response_id conversation tools tool_choice text reasoning store background "
+    keys += "truncation temperature top_p max_output_tokens max_tool_calls top_logprobs service_tier prompt_cache_key "
+    keys += "safety_identifier user metadata usage"
+    assert set(keys.split()) <= skeleton.keys()
+    assert (
+        skeleton["tools"] == tools and skeleton["temperature"] == 0.2 and skeleton["conversation"] == {"id": "conv_1"}
+    )
+    assert (skeleton["tool_choice"], skeleton["truncation"], skeleton["parallel_tool_calls"]) == (
+        "auto",
+        "disabled",
+        True,
+    )
+    assert skeleton["text"] == {"format": {"type": "text"}} and skeleton["metadata"] == {}
+    assert skeleton["reasoning"] == {"effort": "low", "summary": None} and skeleton["usage"] is None
+    with pytest.raises(TypeError, match="stream"):
+        response_skeleton(response_id=RESP, created_at=1, model="m", stream=True)
