@@ -46,11 +46,11 @@ class SessionActor:
         self.sessions: dict[str, Session] = {}
         self.handles: dict[tuple[str, str], DeploymentHandle] = {}
         # One per process, shared by its sessions; it reads the pools' counters at most once a second.
-        self.router = Balancer(self._pool_stats, stats_ttl_s=1.0)
+        self.balancer = Balancer(self._pool_stats, stats_ttl_s=1.0)
 
     def activate(self, session_id: str, user_id: str) -> None:
         self.store.interrupt_running(session_id)
-        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.router)
+        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.balancer)
 
     async def chat(self, session_id: str, request: ChatRequest) -> Batches:
         session = self.sessions.get(session_id)

@@ -35,7 +35,7 @@ class LocalBackend(StoredSessions):
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
         # One process: the pools' counters are right here, fresh on every pick.
-        self.router = Balancer(self._pool_stats, stats_ttl_s=0.0)
+        self.balancer = Balancer(self._pool_stats, stats_ttl_s=0.0)
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         return self.configs
@@ -56,7 +56,7 @@ class LocalBackend(StoredSessions):
             self.store.owned_session(session_id, user_id)
             self.store.interrupt_running(session_id)
         session = self.sessions.setdefault(
-            session_id, Session(self.store, session_id, user_id, self.settings.context, self.router)
+            session_id, Session(self.store, session_id, user_id, self.settings.context, self.balancer)
         )
         if session.user_id != user_id:
             raise NotFound(f"Session '{session_id}' not found", param="session_id")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -22,7 +23,7 @@ from relay.config import ContextSettings
 from relay.errors import RelayError, as_relay_error
 from relay.events import finish
 from relay.reply import Reply
-from relay.request import ChatRequest, last_user_text
+from relay.request import ChatRequest, Target, last_user_text
 from relay.session.balancer import Balancer
 from relay.session.cache import ResponseCache
 from relay.session.context import (
@@ -57,11 +58,11 @@ class Session:
         session_id: str,
         user_id: str,
         context: ContextSettings | None = None,
-        router: Balancer | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self.store = store
         # Shared by the process's sessions, so that least-busy routing counts all of its streams.
-        self.router = router or Balancer()
+        self.balancer = balancer or Balancer()
         self.cache = ResponseCache(store)
         self.session_id = session_id
         self.user_id = user_id
@@ -73,7 +74,7 @@ class Session:
         self.summary_covers: int = row.get("summary_seq") or 0  # conversation messages the summary stands for
         self.runs_waiting = 0
         self.last_active = time.monotonic()
-        self._turn = asyncio.Lock()  # FIFO: concurrent sends run in arrival order
+        self._run_lock = asyncio.Lock()  # FIFO: concurrent sends run in arrival order
         self._summarizing: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.live_runs: dict[str, RunLog] = {}
@@ -98,7 +99,7 @@ class Session:
         self.runs_waiting += 1
         try:
             # aclosing: a caller that stops early must still run the inner finally (the run is persisted there)
-            async with self._turn, contextlib.aclosing(self._run(request, open_stream)) as batches:
+            async with self._run_lock, contextlib.aclosing(self._run(request, open_stream)) as batches:
                 async for batch in batches:
                     yield batch
         finally:
@@ -117,15 +118,8 @@ class Session:
         started = time.monotonic()
         ttft: float | None = None
         status = "interrupted"
-        steps = RunSteps(
-            request,
-            [],
-            open_stream,
-            commit=lambda message: self._commit(message, run_id),
-            router=self.router,
-            cache=self.cache,
-        )
-        reply = steps.reply
+        reply = Reply()  # the whole run, as its clients and its stored row see it
+        served = Target(request.provider, request.model, request.pool_app)
         try:
             yield run_log.add([events.status("started", run_id=run_id)])
             older, recent = split_history(self.history, self.context.history_max_runs, self.context.history_max_tokens)
@@ -134,12 +128,24 @@ class Session:
                     [events.status("summarizing", f"summarizing {len(older) - self.summary_covers} older messages")]
                 )
                 await self._summary_within(older, open_stream)
-            steps.messages = build_context(
-                self.history, recent, self.summary, self.summary_topics, self._facts(request)
+            context = build_context(self.history, recent, self.summary, self.summary_topics, self._facts(request))
+            steps = RunSteps(
+                request,
+                context,
+                open_stream,
+                commit=functools.partial(self._commit, run_id=run_id),
+                balancer=self.balancer,
+                cache=self.cache,
             )
             # aclosing: a run stopped mid-step still commits that step's messages (the steps' own finally)
             async with contextlib.aclosing(steps.batches()) as batches:
-                async for batch in batches:
+                async for target, batch in batches:
+                    served = target
+                    reply.extend(batch)
+                    if batch[-1]["type"] == "finish":  # the session sends the run's own, with its id and metrics
+                        batch = [event for event in batch if event["type"] != "finish"]
+                        if not batch:
+                            continue
                     if ttft is None and any(event["type"] != "status" for event in batch):
                         ttft = time.monotonic() - started
                     yield run_log.add(batch)
@@ -147,7 +153,7 @@ class Session:
             if status == "completed" and self.context.memory_provider and request.memory:
                 self._spawn(self._remember(last_user_text(request.messages), open_stream))
         except (asyncio.CancelledError, GeneratorExit):
-            status = "cancelled"  # only the turn's consumer cancels it (ray.cancel, or closing the generator)
+            status = "cancelled"  # only the run's consumer cancels it (ray.cancel, or closing the generator)
             raise
         except Exception as exc:
             error = as_relay_error(exc)
@@ -159,16 +165,16 @@ class Session:
             reply.finish_reason = "error"
             yield run_log.add([error.to_event()])
         finally:
-            final = self._finish(run_id, reply, started, ttft, steps.served)
+            final = self._finish(run_id, reply, started, ttft, served)
             if status == "cancelled":
                 final["reason"] = "cancelled"
             run_log.add([final])
             run_log.close()
-            self._persist(run_id, status, reply, started, ttft, steps.served, run_log.events)
+            self._persist(run_id, status, reply, started, ttft, served, run_log.events)
             del self.live_runs[run_id]
         yield [final]
 
-    def _commit(self, message: dict[str, Any], run_id: str) -> None:
+    def _commit(self, message: dict[str, Any], *, run_id: str) -> None:
         """A step's assistant or tool message: history first, then durable."""
         self.history.append(message)
         self.store.append_message(self.session_id, message, run_id)
@@ -224,9 +230,7 @@ class Session:
             return
         self.store.add_memories(self.user_id, facts, self.session_id)
 
-    def _finish(
-        self, run_id: str, reply: Reply, started: float, ttft: float | None, request: ChatRequest
-    ) -> dict[str, Any]:
+    def _finish(self, run_id: str, reply: Reply, started: float, ttft: float | None, served: Target) -> dict[str, Any]:
         total = time.monotonic() - started
         tokens = reply.usage.get("output_tokens", 0)
         return finish(
@@ -237,8 +241,8 @@ class Session:
                 "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
                 "total_ms": round(total * 1000, 2),
                 "tokens_per_s": round(tokens / total, 2) if tokens and total > 0 else None,
-                "model": request.model,
-                "provider": request.provider,
+                "model": served.model,
+                "provider": served.provider,
             },
         )
 
@@ -249,7 +253,7 @@ class Session:
         reply: Reply,
         started: float,
         ttft: float | None,
-        served: ChatRequest,
+        served: Target,
         run_events: list[dict[str, Any]],
     ) -> None:
         """The run's row; its messages were committed step by step (``relay.session.steps``)."""

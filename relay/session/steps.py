@@ -16,22 +16,26 @@ a tool that never finished is answered with an error message.
 
 Across steps, tool-call indices are offset so that they stay unique in the run;
 each step's ``usage`` event counts that model call, and the run spends their sum.
+
+The steps report through what they yield, nothing else: each batch comes with
+the target (provider and model) that served it, and the run's finish reason is
+in the ``finish`` events they pass on (the session sends the run's own finish).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from relay.events import cache_hit, tool_execution_end, tool_execution_start
+from relay.events import cache_hit, finish, tool_execution_end, tool_execution_start
 from relay.providers.resilience import with_fallback
 from relay.reply import Reply
-from relay.request import ChatRequest
+from relay.request import ChatRequest, Target
 from relay.session.balancer import Balancer
 from relay.session.cache import ResponseCache, cache_key, replayable
 from relay.tools import ToolOutcome, execute
-from relay.types import Batches, StreamOpener
+from relay.types import Batch, Batches, StreamOpener
 
 __all__ = ["RunSteps"]
 
@@ -46,22 +50,24 @@ class RunSteps:
         open_stream: StreamOpener,
         *,
         commit: Callable[[dict[str, Any]], None],
-        router: Balancer,
+        balancer: Balancer,
         cache: ResponseCache,
     ) -> None:
         self.request = request
-        self.messages = list(messages)
+        self.messages = list(messages)  # the context, then each step's assistant and tool messages
         self.open_stream = open_stream
         self.commit = commit
-        self.router = router
+        self.balancer = balancer
         self.cache = cache
-        self.reply = Reply()  # the whole run, as its clients and its stored row see it
-        self.served = request
-        self.cached = False
+        self._served = Target(request.provider, request.model, request.pool_app)
         self._offset = 0  # tool-call indices used by earlier steps
 
-    async def batches(self) -> Batches:
-        """The run's events, the session's own finish excepted."""
+    async def batches(self) -> AsyncIterator[tuple[Target, Batch]]:
+        """The run's events, each batch with the target that served it."""
+        async for batch in self._events():
+            yield self._served, batch
+
+    async def _events(self) -> Batches:
         policy = self.request.cache
         key = None
         if policy is not None:
@@ -70,11 +76,11 @@ class RunSteps:
             hit = self.cache.get(key)
             if hit is not None:
                 events, age_s = hit
-                self.cached = True
                 batch = [cache_hit(policy.route, round(age_s, 3)), *events]
-                self.reply.extend(batch)
-                self._commit_step(self.reply)
-                yield batch[:-1]
+                hit_reply = Reply()
+                hit_reply.extend(batch)
+                self._commit_step(hit_reply)
+                yield batch
                 return
         toolset = self.request.tools
         max_steps = toolset.max_steps if toolset else 1
@@ -85,13 +91,9 @@ class RunSteps:
                 async for batch in self._model_call():
                     step_reply.extend(batch)
                     batch = self._adjusted(batch)
-                    self.reply.extend(batch)
                     if key is not None:
                         recorded.extend(batch)
-                    if batch[-1]["type"] == "finish":  # the session sends its own, with run id and metrics
-                        batch = batch[:-1]
-                    if batch:
-                        yield batch
+                    yield batch
             finally:
                 self._commit_step(step_reply)
             calls = step_reply.tool_call_list()
@@ -104,8 +106,7 @@ class RunSteps:
                 return  # the other calls are the client's: the run ends on finish tool_calls
             if step == max_steps:
                 warning = f"stopped after {max_steps} model calls; the model still wanted tools"
-                self.reply.finish_reason = "length"
-                yield [{"type": "warning", "message": warning, "code": "max_steps"}]
+                yield [{"type": "warning", "message": warning, "code": "max_steps"}, finish("length")]
                 return
         if key is not None and policy is not None and step == 1 and step_reply.error is None:
             events = replayable(recorded, step_reply.finish_reason)
@@ -115,9 +116,9 @@ class RunSteps:
     async def _model_call(self) -> Batches:
         request, opener = self.request, self.open_stream
         if request.route is not None:
-            request, opener = await self.router.plan(request), self.router.tracked(opener)
+            request, opener = await self.balancer.plan(request), self.balancer.tracked(opener)
         async for attempt, batch in with_fallback(request.for_pool(self.messages), opener):
-            self.served = attempt
+            self._served = Target(attempt.provider, attempt.model, attempt.pool_app)
             yield batch
 
     def _adjusted(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -167,7 +168,6 @@ class RunSteps:
                             step=step,
                         )
                     )
-                self.reply.extend(ends)
                 yield ends
         finally:
             for task in tasks:
