@@ -48,7 +48,8 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("relay_request_id", default=None
 _REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MASK = "***"
-# The level of the ``relay`` logger in Ray processes; `relay serve` sets WARNING unless --verbose.
+# The level of the ``relay`` logger in Ray processes, and of ``ray.serve`` when set; `relay serve` sets WARNING
+# unless --verbose.
 LOG_LEVEL_ENV = "RELAY_LOG_LEVEL"
 # Libraries that log every request at INFO: a user of `relay chat` would see them between the lines of the chat.
 _CHATTY = ("httpx", "httpcore")
@@ -184,6 +185,9 @@ def configure_logging(
     relay.addHandler(handler)
     relay.setLevel(level if level is not None else os.environ.get(LOG_LEVEL_ENV, "INFO").upper())
     relay.propagate = False  # Ray's and Serve's handlers would print each line a second time, unformatted
+    if LOG_LEVEL_ENV in os.environ:
+        # A session actor is no Serve replica, so Serve's logging_config misses the INFO lines its handles log.
+        logging.getLogger("ray.serve").setLevel(os.environ[LOG_LEVEL_ENV].upper())
     for name in ("", "ray", "ray.serve"):
         for existing in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactingFilter) for f in existing.filters):

@@ -8,6 +8,12 @@ Without pytest options, ``test`` runs the whole suite, then the Ray integration
 suite again on PostgreSQL (RELAY_TEST_STORE=postgres): CI runs both, never skips.
 
 The install is redone only when pyproject.toml changes (a hash stamp in .venv).
+
+Ctrl-C on ``serve`` reaches ``relay serve`` once, from this script: the server
+runs in a process group of its own (Ray would move it out of the terminal's
+anyway), so the terminal's SIGINT reaches only this script, which passes it on.
+The server stops Serve and Ray and prints ``Relay stopped.``; this script waits
+for it and exits with its code, 0 after a clean stop.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -64,6 +71,19 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> int:
     return subprocess.run(argv, cwd=ROOT, env={**os.environ, **(env or {})}).returncode
 
 
+def run_forwarding_signals(argv: list[str]) -> int:
+    """``argv`` until it exits, SIGINT and SIGTERM passed on to it: its own exit code, never a traceback here."""
+    child = subprocess.Popen(argv, cwd=ROOT, process_group=0)
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    return child.wait()
+
+
 def pytest(args: list[str], env: dict[str, str] | None = None) -> int:
     code = run([str(BIN / "python"), "-m", "pytest", *args], env)
     if code == 5:
@@ -76,7 +96,7 @@ def main() -> int:
     command, *rest = sys.argv[1:] or ["help"]
     if command == "serve":
         ensure_venv("")
-        return run([str(BIN / "relay"), "serve", *rest])
+        return run_forwarding_signals([str(BIN / "relay"), "serve", *rest])
     if command == "test":
         ensure_venv("dev")
         ensure_chromium()

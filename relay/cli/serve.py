@@ -94,8 +94,6 @@ def run_serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         config.setdefault("logging_config", QUIET_SERVE_LOGGING)  # a logging_config in the file wins
         os.environ.setdefault(LOG_LEVEL_ENV, "WARNING")  # Relay's own lines in every Ray process
-    # SIGTERM (systemd, docker stop, the test suite) stops the server the way Ctrl-C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _serve_until_stopped(config, host, port, verbose=args.verbose)
     except KeyboardInterrupt:
@@ -113,8 +111,17 @@ def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbos
     # A cluster of its own, even when one that `ray start` began runs on this machine (ray.init would join it and
     # this command's shutdown would stop its Serve apps); RAY_ADDRESS still names one to join on purpose.
     address = os.environ.get("RAY_ADDRESS", "local")
-    ray.init(address=address, namespace="serve", include_dashboard=False, logging_level=level)
+    ray.init(
+        address=address,
+        namespace="serve",
+        include_dashboard=False,
+        logging_level=level,
+    )
     logging.getLogger("ray.serve").setLevel(level)  # the driver's "Started Serve", "Deploying app" lines
+    # After ray.init, whose fatal-signal handler would take SIGTERM; SIGINT too, in case this process was started
+    # with it ignored (a background job of a script). Both stop the server the way Ctrl-C does.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         try:
             deploy_config(config)
@@ -129,10 +136,14 @@ def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbos
         while True:
             time.sleep(0.5)
     finally:
-        # A second Ctrl-C while Serve drains would interrupt the shutdown and print a traceback.
+        # A second Ctrl-C during the shutdown would interrupt it and print a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        serve.shutdown()
+        if address != "local":
+            serve.shutdown()  # a cluster we joined keeps running, without our apps
+        # On a cluster of our own, ray.shutdown stops every process, Serve's with them. serve.shutdown first would
+        # only add noise: the controller kills itself at the end of graceful_shutdown, and the raylet reports the
+        # call as failed and retried ("Task ServeController.graceful_shutdown failed").
         ray.shutdown()
         print("Relay stopped.", file=sys.stderr)
 
