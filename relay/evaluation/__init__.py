@@ -11,7 +11,7 @@ from relay.evaluation.costs import CostCeilingExceeded, CostEstimate, Price, Pri
 from relay.evaluation.dataset import DatasetError, Row, load_dataset, parse_rows
 from relay.evaluation.export import write_outputs
 from relay.evaluation.judge import LLMJudge, parse_verdict
-from relay.evaluation.limits import LocalProviderLimiter, ProviderRateLimits, TokenBucket
+from relay.evaluation.limits import LocalProviderLimiter, ProviderRateLimits
 from relay.evaluation.local import RuntimeStreams
 from relay.evaluation.plan import Candidate, Cell, config_hash, plan_cells
 from relay.evaluation.progress import Progress
@@ -50,7 +50,6 @@ __all__ = [
     "RuntimeStreams",
     "Score",
     "Scorer",
-    "TokenBucket",
     "candidates_for",
     "config_hash",
     "estimate_cost",

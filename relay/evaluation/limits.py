@@ -13,45 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-__all__ = ["TokenBucket", "ProviderRateLimits", "LocalProviderLimiter", "BURST_S"]
+from relay.buckets import TokenBucket
+
+__all__ = ["ProviderRateLimits", "LocalProviderLimiter", "BURST_S"]
 
 # A bucket holds this many seconds of its rate: bursts stay short of a full minute's budget.
 BURST_S = 10.0
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    per_minute: float
-    tokens: float
-    updated: float
-
-    @classmethod
-    def full(cls, per_minute: float, now: float) -> TokenBucket:
-        return cls(per_minute, cls.capacity_for(per_minute), now)
-
-    @staticmethod
-    def capacity_for(per_minute: float) -> float:
-        return max(1.0, per_minute * BURST_S / 60.0)
-
-    @property
-    def capacity(self) -> float:
-        return self.capacity_for(self.per_minute)
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_minute / 60.0)
-        self.updated = now
-
-    def reserve(self, amount: float, now: float) -> float:
-        """Take ``amount`` (capped at the capacity, or it could never be had); seconds until it is covered."""
-        self.refill(now)
-        self.tokens -= min(amount, self.capacity)
-        return 0.0 if self.tokens >= 0 else -self.tokens * 60.0 / self.per_minute
-
-    def give_back(self, amount: float, now: float) -> None:
-        self.refill(now)
-        self.tokens = min(self.capacity, self.tokens + amount)
 
 
 class ProviderRateLimits:
@@ -73,7 +41,7 @@ class ProviderRateLimits:
             elif provider not in buckets or buckets[provider].per_minute != limit:
                 if limit <= 0:
                     raise ValueError(f"{provider}: a rate limit must be positive, got {limit}")
-                buckets[provider] = TokenBucket.full(limit, now)
+                buckets[provider] = TokenBucket.full(limit, now, BURST_S)
 
     def reserve(self, provider: str, tokens: int, correction: int = 0) -> float:
         """Seconds the caller must wait before it sends one request of about ``tokens`` tokens.
@@ -118,8 +86,8 @@ class ProviderRateLimits:
             out[provider] = {
                 "rpm": rpm.per_minute if rpm else None,
                 "tpm": tpm.per_minute if tpm else None,
-                "requests_available": round(rpm.tokens, 3) if rpm else None,
-                "tokens_available": round(tpm.tokens, 3) if tpm else None,
+                "requests_available": round(rpm.level, 3) if rpm else None,
+                "tokens_available": round(tpm.level, 3) if tpm else None,
                 "granted": self.granted.get(provider, 0),
                 "paused_s": round(max(0.0, self.paused_until.get(provider, now) - now), 3),
             }

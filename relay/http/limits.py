@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relay.buckets import TokenBucket
 from relay.config import LimitSettings
 from relay.errors import PayloadTooLarge, ProviderTimeout, RateLimited
 from relay.types import Batches
@@ -54,23 +55,15 @@ class Decision:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    level: float
-    stamp: float
-
-    def refill(self, capacity: float, now: float) -> None:
-        self.level = min(capacity, self.level + (now - self.stamp) * capacity / 60.0)
-        self.stamp = now
-
-    def wait_for_one(self, capacity: float) -> float:
-        return max(0.0, (1.0 - self.level) * 60.0 / capacity)
-
-
-@dataclass(slots=True)
 class _User:
-    requests: _Bucket
-    tokens: _Bucket
+    requests: TokenBucket
+    tokens: TokenBucket
     streams: set[str] = field(default_factory=set)
+
+
+def _refill(bucket: TokenBucket, per_minute: int, now: float) -> None:
+    bucket.per_minute = per_minute  # ``configure`` may have changed the limit since the bucket was made
+    bucket.refill(now)
 
 
 class UserLimiter:
@@ -91,9 +84,9 @@ class UserLimiter:
         user = self.users.get(user_id)
         if user is None:
             limits = self.settings.for_user(user_id)
-            user = self.users[user_id] = _User(
-                _Bucket(float(limits.requests_per_min or 0), now), _Bucket(float(limits.tokens_per_min or 0), now)
-            )
+            rpm, tpm = float(limits.requests_per_min or 0), float(limits.tokens_per_min or 0)
+            # full: a minute's allowance (the default ``burst_s``); empty when there is no limit
+            user = self.users[user_id] = _User(TokenBucket(rpm, rpm, now), TokenBucket(tpm, tpm, now))
         return user
 
     def _expire(self, now: float) -> None:
@@ -126,19 +119,19 @@ class UserLimiter:
                 f"(limit {limits.concurrent_streams}); retry when one ends",
             )
         if limits.requests_per_min is not None:
-            user.requests.refill(limits.requests_per_min, now)
+            _refill(user.requests, limits.requests_per_min, now)
             if user.requests.level < 1.0:
                 return self._refuse(
                     "requests_per_min",
-                    user.requests.wait_for_one(limits.requests_per_min),
+                    user.requests.wait_until(1.0),
                     f"User '{user_id}' is over {limits.requests_per_min} requests per minute",
                 )
         if limits.tokens_per_min is not None:
-            user.tokens.refill(limits.tokens_per_min, now)
+            _refill(user.tokens, limits.tokens_per_min, now)
             if user.tokens.level < 1.0:
                 return self._refuse(
                     "tokens_per_min",
-                    user.tokens.wait_for_one(limits.tokens_per_min),
+                    user.tokens.wait_until(1.0),
                     f"User '{user_id}' is over {limits.tokens_per_min} tokens per minute",
                 )
         if limits.requests_per_min is not None:
@@ -161,7 +154,7 @@ class UserLimiter:
         limits = self.settings.for_user(user_id)
         if tokens and limits.tokens_per_min is not None:
             user = self._user(user_id, self.clock())
-            user.tokens.refill(limits.tokens_per_min, self.clock())
+            _refill(user.tokens, limits.tokens_per_min, self.clock())
             user.tokens.level -= tokens
 
     def snapshot(self, user_id: str) -> dict[str, Any]:
@@ -169,9 +162,9 @@ class UserLimiter:
         limits = self.settings.for_user(user_id)
         user = self._user(user_id, now)
         if limits.requests_per_min is not None:
-            user.requests.refill(limits.requests_per_min, now)
+            _refill(user.requests, limits.requests_per_min, now)
         if limits.tokens_per_min is not None:
-            user.tokens.refill(limits.tokens_per_min, now)
+            _refill(user.tokens, limits.tokens_per_min, now)
         return {
             "streams": len(user.streams),
             "requests_left": user.requests.level if limits.requests_per_min is not None else None,
