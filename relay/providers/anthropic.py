@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import anthropic
 import orjson
 
-from relay.errors import ProviderError, ProviderTimeout, RelayError, error_for_status
-from relay.providers.base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.errors import ProviderError, RelayError, error_for_status
+from relay.providers.base import SDKAdapter, map_sdk_error, pooled_client, retry_after_header, sse_stream
 from relay.providers.features import BUILTIN_FEATURES
 from relay.providers.structured import output_schema
 from relay.request import ChatRequest
@@ -30,24 +30,18 @@ _SDK_PARAMS = frozenset(inspect.signature(anthropic.resources.AsyncMessages.crea
 
 
 def map_anthropic_error(exc: Exception, provider_id: str) -> RelayError:
-    if isinstance(exc, RelayError):
-        return exc
-    prefix = f"{provider_id}: "
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderTimeout(prefix + "upstream timed out")
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(prefix + "upstream connection failed or was lost")
-    if isinstance(exc, anthropic.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
-        if error:
-            mapped = error_from_anthropic(error, prefix, exc.status_code)
-            mapped.retry_after = retry_after_header(exc.response.headers)
-            return mapped
-        return error_for_status(exc.status_code, f"{prefix}upstream {exc.status_code}")
-    if isinstance(exc, anthropic.APIError):
-        return ProviderError(prefix + exc.message)
-    return transport_error(exc, prefix) or ProviderError(prefix + f"{type(exc).__name__}: {exc}")
+    """Convert an SDK or transport exception at the boundary, classifying a status error by its ``error.type``."""
+    return map_sdk_error(exc, provider_id, anthropic, _status_error)
+
+
+def _status_error(exc: anthropic.APIStatusError, prefix: str) -> RelayError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    if error:
+        mapped = error_from_anthropic(error, prefix, exc.status_code)
+        mapped.retry_after = retry_after_header(exc.response.headers)
+        return mapped
+    return error_for_status(exc.status_code, f"{prefix}upstream {exc.status_code}")
 
 
 class AnthropicAdapter(SDKAdapter):

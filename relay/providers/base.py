@@ -6,6 +6,7 @@ import abc
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import ModuleType
 from typing import Any, ClassVar
 
 import httpx2
@@ -20,6 +21,7 @@ __all__ = [
     "sse_events",
     "sse_stream",
     "transport_error",
+    "map_sdk_error",
     "timed_probe",
     "pooled_client",
     "retry_after_header",
@@ -143,6 +145,29 @@ def transport_error(exc: BaseException, prefix: str) -> RelayError | None:
     if isinstance(exc, httpx2.TransportError):
         return ProviderError(prefix + f"connection to upstream lost ({type(exc).__name__})")
     return None
+
+
+def map_sdk_error(
+    exc: Exception, provider_id: str, sdk: ModuleType, status_error: Callable[[Any, str], RelayError]
+) -> RelayError:
+    """Convert an exception of a Stainless-generated SDK (``openai``, ``anthropic``) at the adapter boundary.
+
+    Both SDKs raise the same classes under the same names, so the ladder is one; only the body of a
+    status error (``sdk.APIStatusError``) is the SDK's own, read by ``status_error(exc, prefix)``.
+    ``APITimeoutError`` subclasses ``APIConnectionError``: the order of the rungs matters.
+    """
+    if isinstance(exc, RelayError):
+        return exc
+    prefix = f"{provider_id}: "
+    if isinstance(exc, sdk.APITimeoutError):
+        return ProviderTimeout(prefix + "upstream timed out")
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderError(prefix + "upstream connection failed or was lost")
+    if isinstance(exc, sdk.APIStatusError):
+        return status_error(exc, prefix)
+    if isinstance(exc, sdk.APIError):
+        return ProviderError(prefix + exc.message)
+    return transport_error(exc, prefix) or ProviderError(prefix + f"{type(exc).__name__}: {exc}")
 
 
 async def timed_probe(

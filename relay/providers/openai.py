@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import openai
 import orjson
 
-from relay.errors import ProviderError, ProviderTimeout, RelayError, error_for_status
-from relay.providers.base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
+from relay.errors import ProviderError, RelayError, error_for_status
+from relay.providers.base import SDKAdapter, map_sdk_error, pooled_client, retry_after_header, sse_stream
 from relay.providers.features import BUILTIN_FEATURES
 from relay.request import ChatRequest
 from relay.wire.openai import OpenAIStream, prepare_messages
@@ -26,31 +26,24 @@ _FOREIGN = ("thinking", "top_k")
 
 def map_openai_error(exc: Exception, provider_id: str) -> RelayError:
     """Convert an SDK or transport exception at the boundary; the upstream message is kept, keys never are."""
-    if isinstance(exc, RelayError):
-        return exc
-    prefix = f"{provider_id}: "
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderTimeout(prefix + "upstream timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(prefix + "upstream connection failed or was lost")
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
-        detail = inner.get("message")
-        if exc.status_code == 401:  # OpenAI's 401 quotes the key it was given (partly masked): never pass it on
-            detail = "the provider rejected its API key"
-        message = f"{prefix}upstream {exc.status_code}" + (f": {detail}" if detail else "")
-        code = inner.get("code")
-        return error_for_status(
-            exc.status_code,
-            message,
-            param=inner.get("param"),
-            code=str(code) if code is not None else None,  # vLLM sends the status as an integer code
-            retry_after=retry_after_header(exc.response.headers),
-        )
-    if isinstance(exc, openai.APIError):
-        return ProviderError(prefix + exc.message)
-    return transport_error(exc, prefix) or ProviderError(prefix + f"{type(exc).__name__}: {exc}")
+    return map_sdk_error(exc, provider_id, openai, _status_error)
+
+
+def _status_error(exc: openai.APIStatusError, prefix: str) -> RelayError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    detail = inner.get("message")
+    if exc.status_code == 401:  # OpenAI's 401 quotes the key it was given (partly masked): never pass it on
+        detail = "the provider rejected its API key"
+    message = f"{prefix}upstream {exc.status_code}" + (f": {detail}" if detail else "")
+    code = inner.get("code")
+    return error_for_status(
+        exc.status_code,
+        message,
+        param=inner.get("param"),
+        code=str(code) if code is not None else None,  # vLLM sends the status as an integer code
+        retry_after=retry_after_header(exc.response.headers),
+    )
 
 
 class OpenAIAdapter(SDKAdapter):
