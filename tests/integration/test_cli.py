@@ -1,13 +1,21 @@
-"""``relay chat`` and ``relay status`` as a user runs them, against the served app."""
+"""``relay chat`` and ``relay status`` as a user runs them, against the served app; ``dev.py serve`` and Ctrl-C."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.conftest import Relay
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +48,55 @@ def test_status_lists_sessions_and_pools(relay: Relay) -> None:
 def test_status_reports_an_unreachable_server() -> None:
     done = relay_cli("status", "--url", "http://127.0.0.1:9")
     assert done.returncode == 1 and "cannot reach" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ctrl_c_on_dev_serve_stops_everything_in_one_line(tmp_path: Path) -> None:
+    """As a terminal does it: SIGINT to the whole foreground process group. A clean stop exits 0 (stopping is how
+    a server ends), prints "Relay stopped." and no traceback or Ray shutdown noise, and frees the port."""
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a cluster of its own
+    server = subprocess.Popen(
+        [sys.executable, "scripts/dev.py", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert server.poll() is None, server.communicate()[0]
+            assert time.monotonic() < deadline, "relay serve did not answer /healthz"
+            time.sleep(0.5)  # the poll interval; /healthz answering is the synchronisation
+        os.killpg(server.pid, signal.SIGINT)
+        output, _ = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert server.returncode == 0, output
+    # /healthz may answer before the banner is printed: a stop then, during start-up, must be as clean
+    assert output.rstrip().endswith("Relay stopped.") and output.count("Relay stopped.") == 1, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "graceful_shutdown" not in output, output
+    assert not _port_taken(port)
