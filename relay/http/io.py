@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
-from relay.errors import InvalidRequest, PayloadTooLarge, RelayError, UnsupportedMediaType
+from relay.errors import InvalidRequest, PayloadTooLarge, PermissionDenied, RelayError, UnsupportedMediaType
 
 __all__ = ["USER_HEADER", "MAX_BODY_BYTES", "MAX_DEPTH", "error_response", "read_json", "int_param", "caller"]
 
@@ -83,6 +83,27 @@ def int_param(request: Request, name: str, low: int, high: int | None) -> int | 
     return value
 
 
-def caller(request: Request, fallback: str | None = None) -> str:
-    """Who is asking: ``X-User-Id`` (or the body's user), else ``anonymous``; auth arrives with issue 8."""
-    return request.headers.get(USER_HEADER) or fallback or "anonymous"
+def caller(request: HTTPConnection, body_user: str | None = None) -> str:
+    """Who is asking, by one rule for the ``X-User-Id`` header and a body's ``user_id``.
+
+    With auth on, the key decides: the header is ignored, and a body ``user_id`` may only name the key's own user
+    (another user's is a 403 whose ``param`` is ``user_id``: a client that says who it acts for must not be
+    silently answered as someone else). Without auth, a body ``user_id`` means what the header means; sent both,
+    they must agree (400). Neither: ``anonymous``.
+    """
+    from relay.http.auth import identity_of  # here, not at the top: auth imports USER_HEADER from this module
+
+    identity = identity_of(request)
+    if identity is not None:
+        if body_user is not None and body_user != identity.user_id:
+            raise PermissionDenied(
+                f"This API key acts for '{identity.user_id}'; it cannot act for user_id '{body_user}'",
+                param="user_id",
+            )
+        return identity.user_id
+    header = request.headers.get(USER_HEADER)
+    if header and body_user is not None and body_user != header:
+        raise InvalidRequest(
+            f"{USER_HEADER} '{header}' and user_id '{body_user}' name different users; send one", param="user_id"
+        )
+    return header or body_user or "anonymous"

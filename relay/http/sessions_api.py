@@ -14,8 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.errors import InvalidRequest, PermissionDenied
-from relay.http.auth import caller
-from relay.http.io import int_param, read_json
+from relay.http.io import caller, int_param, read_json
 from relay.http.schemas import SESSION_ID_PATTERN, parse_body
 from relay.session.backend import Backend
 
@@ -26,6 +25,9 @@ _HIDDEN = ("summary_seq",)
 
 class CreateSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # The owner, by the rule of relay.http.io.caller: the X-User-Id header's meaning without auth; with auth only
+    # the key's own user.
+    user_id: str | None = None
     session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
     name: str | None = Field(default=None, max_length=200)
     agent_id: str | None = None
@@ -79,9 +81,10 @@ class SessionRoutes:
 
     async def create(self, request: Request) -> Response:
         body = parse_body(CreateSessionBody, await read_json(request))
+        owner = caller(request, body.user_id)
         if body.session_id and self.store.get_session(body.session_id) is not None:
             raise InvalidRequest(f"Session '{body.session_id}' already exists", param="session_id")
-        session = self.store.create_session(caller(request), **body.model_dump(exclude_none=True))
+        session = self.store.create_session(owner, **body.model_dump(exclude_none=True, exclude={"user_id"}))
         return JSONResponse(_public(session), status_code=201, headers=_etag(session))
 
     async def list(self, request: Request) -> Response:

@@ -224,3 +224,32 @@ def test_serve_refuses_a_public_bind_and_says_how_to_turn_auth_on(
     assert main(["serve", "--host", "0.0.0.0", "--port", "8123", "--data-dir", str(tmp_path)]) == 2
     assert "refusing to bind 0.0.0.0" in caplog.text
     assert "relay keys create --user NAME --admin" in caplog.text and "auth: required" in caplog.text
+
+
+async def test_with_auth_a_body_user_id_may_only_name_the_keys_user(keyed: tuple[str, dict[str, str]]) -> None:
+    url, keys = keyed
+    alice = bearer(keys["alice"])
+    async with httpx.AsyncClient(base_url=url) as http:
+        own = await http.post("/api/sessions", json={"user_id": "alice"}, headers=alice)
+        assert own.status_code == 201 and own.json()["user_id"] == "alice"
+        other = await http.post("/api/sessions", json={"user_id": "bob", "name": "not mine"}, headers=alice)
+        assert other.status_code == 403
+        error = other.json()["error"]
+        assert error["param"] == "user_id" and error["type"] == "permission_error" and "'alice'" in error["message"]
+        # nothing was created for bob, and the server keeps serving
+        bobs = (await http.get("/api/sessions", headers=bearer(keys["bob"]))).json()["data"]
+        assert bobs == []
+        again = await http.post("/api/sessions", json={}, headers=alice)
+        assert again.status_code == 201 and again.json()["user_id"] == "alice"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="relay/http/app.py's streaming_chat resolves the caller with relay.http.auth.caller, which drops a "
+    "foreign body user_id instead of refusing it; it must call relay.http.io.caller (not this change's file)",
+)
+async def test_with_auth_the_chat_route_refuses_a_foreign_body_user_id(keyed: tuple[str, dict[str, str]]) -> None:
+    url, keys = keyed
+    async with httpx.AsyncClient(base_url=url) as http:
+        chat = await http.post("/api/streaming/chat", json=CHAT | {"user_id": "bob"}, headers=bearer(keys["alice"]))
+        assert chat.status_code == 403 and chat.json()["error"]["param"] == "user_id"

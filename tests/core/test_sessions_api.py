@@ -129,3 +129,27 @@ async def test_bad_session_bodies_name_the_field(http: httpx.AsyncClient) -> Non
     assert bad_match.status_code == 400 and bad_match.json()["error"]["param"] == "If-Match"
     typed = await http.patch(f"/api/sessions/{sid}", json={"session_data": [1, 2]}, headers=ALICE)
     assert typed.status_code == 400 and typed.json()["error"]["param"] == "session_data"
+
+
+async def test_a_body_user_id_means_what_the_header_means_without_auth(http: httpx.AsyncClient) -> None:
+    by_body = await http.post("/api/sessions", json={"user_id": "alice", "name": "from the body"})
+    assert by_body.status_code == 201 and by_body.json()["user_id"] == "alice"
+    by_both = await http.post("/api/sessions", json={"user_id": "alice"}, headers=ALICE)
+    assert by_both.status_code == 201 and by_both.json()["user_id"] == "alice"
+    listed = (await http.get("/api/sessions", headers=ALICE)).json()["data"]
+    assert {by_body.json()["session_id"], by_both.json()["session_id"]} <= {s["session_id"] for s in listed}
+    # the same rule on the chat route: the body's user owns the session it opens
+    chat = await http.post(
+        "/api/streaming/chat",
+        json={
+            "user_id": "alice",
+            "provider_id": "echo",
+            "stream_format": "json",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
+    assert chat.status_code == 200
+    assert (await http.get(f"/api/sessions/{chat.headers['x-session-id']}", headers=ALICE)).status_code == 200
+    conflict = await http.post("/api/sessions", json={"user_id": "alice"}, headers=MALLORY)
+    assert conflict.status_code == 400 and conflict.json()["error"]["param"] == "user_id"
+    assert (await http.get("/api/sessions", headers=MALLORY)).json()["data"] == []
