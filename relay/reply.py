@@ -3,7 +3,9 @@
 A signed reasoning delta closes a thinking block. The blocks travel with the
 assistant message (``thinking_blocks``, as LiteLLM names them) because Anthropic
 requires them, signature intact, ahead of ``tool_use`` in the next request when
-thinking is on.
+thinking is on. A delta with ``encrypted_content`` closes an OpenAI Responses
+reasoning item instead (``type: "reasoning"``), which goes back as an input item
+because the upstream stores nothing (``store: false``, RESPONSES.md §4).
 
 A tool call that Relay ran server-side (a ``tool-execution-end`` names it)
 carries its ``execution`` (result or error, duration, step) in the run's stored
@@ -16,6 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Reply"]
+
+
+def _closed_block(thinking: str, event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("signature"):
+        return {"type": "thinking", "thinking": thinking, "signature": event["signature"]}
+    summary = [{"type": "summary_text", "text": thinking}] if thinking else []
+    return {
+        "type": "reasoning",
+        "id": event.get("item_id"),
+        "summary": summary,
+        "encrypted_content": event["encrypted_content"],
+    }
 
 
 @dataclass(slots=True)
@@ -38,9 +52,9 @@ class Reply:
         elif kind == "reasoning-delta":
             if event["content"]:
                 self.reasoning.append(event["content"])
-            if event.get("signature"):
+            if event.get("signature") or event.get("encrypted_content"):
                 thinking = "".join(self.reasoning[self._thinking_from :])
-                self.thinking_blocks.append({"type": "thinking", "thinking": thinking, "signature": event["signature"]})
+                self.thinking_blocks.append(_closed_block(thinking, event))
                 self._thinking_from = len(self.reasoning)
         elif kind == "tool-call-start":
             self.tool_calls[event["index"]] = {
