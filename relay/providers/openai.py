@@ -1,7 +1,10 @@
 """``openai``: the official ``AsyncOpenAI`` client, read as raw SSE.
 
 The SDK owns auth, ``base_url`` and error classes; Relay owns retries (the
-SDK's are off) and parses the stream itself (``relay.wire.openai``).
+SDK's are off) and parses the stream itself: Chat Completions by default
+(``relay.wire.openai``), the Responses API with ``api: responses``
+(``relay.wire.openai_responses``). Either way one streamed call serves both
+streaming and non-streaming turns.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from typing import Any, ClassVar
 import openai
 import orjson
 
+from ..config import ProviderConfig
 from ..errors import ProviderError, ProviderTimeout, RelayError, error_for_status
 from ..request import ChatRequest
 from ..wire.openai import OpenAIStream, prepare_messages
+from ..wire.openai_responses import ResponsesStream, responses_body
 from .base import SDKAdapter, pooled_client, retry_after_header, sse_stream, transport_error
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
@@ -71,6 +76,16 @@ class OpenAIAdapter(SDKAdapter):
             http_client=self.http_client or pooled_client(config),
         )
 
+    @classmethod
+    def features_for(cls, config: ProviderConfig) -> frozenset[str]:
+        """The Responses API takes no audio input parts (openai-python's ``ResponseInputMessageContentListParam``)."""
+        features = super().features_for(config)
+        return features - {"audio"} if config.api == "responses" and config.features is None else features
+
+    def responses_model(self, request: ChatRequest) -> str:
+        """The ``model`` of a Responses call; Azure names its deployment there (it has no deployment URL)."""
+        return request.model or self.config.default_model
+
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         params = {key: value for key, value in request.params.items() if key not in _FOREIGN}
         if "max_tokens" in params:
@@ -80,6 +95,10 @@ class OpenAIAdapter(SDKAdapter):
         return params
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        if self.config.api == "responses":
+            async for event in self._stream_responses(request):
+                yield event
+            return
         translator = OpenAIStream()
         done = False
         try:
@@ -107,6 +126,29 @@ class OpenAIAdapter(SDKAdapter):
         except Exception as exc:
             raise map_openai_error(exc, self.config.provider_id) from None
         if not done and translator.reason is None:
+            raise ProviderError(f"{self.config.provider_id}: the upstream stream ended before it finished")
+        for event in translator.close():
+            yield event
+
+    async def _stream_responses(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """The Responses API (RESPONSES.md §3): no ``[DONE]``, the stream ends after its terminal event."""
+        translator = ResponsesStream(self.config.provider_id)
+        params = request.params | ({"user": request.user} if request.user else {})
+        try:
+            async with (
+                self.client.responses.with_streaming_response.create(
+                    model=self.responses_model(request), stream=True, **responses_body(params, request.messages)
+                ) as response,
+                sse_stream(response) as sse,
+            ):
+                async for _, data in sse:
+                    if data == "[DONE]":  # not sent by OpenAI, but tolerated by both SDKs (§3)
+                        continue
+                    for event in translator.feed(orjson.loads(data)):
+                        yield event
+        except Exception as exc:
+            raise map_openai_error(exc, self.config.provider_id) from None
+        if translator.reason is None:
             raise ProviderError(f"{self.config.provider_id}: the upstream stream ended before it finished")
         for event in translator.close():
             yield event
