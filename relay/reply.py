@@ -32,6 +32,11 @@ def _closed_block(thinking: str, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _unsigned(reasoning: dict[str, Any]) -> dict[str, Any]:
+    summary = "".join(part.get("text", "") for part in reasoning["summary"])
+    return {"type": "thinking", "thinking": summary, "signature": ""}
+
+
 @dataclass(slots=True)
 class Reply:
     text: list[str] = field(default_factory=list)
@@ -98,9 +103,13 @@ class Reply:
         return "".join(self.reasoning)
 
     def thinking(self) -> list[dict[str, Any]]:
-        """Every thinking block: the signed ones, then any reasoning no signature closed (``signature: ""``)."""
+        """Every thinking block: the signed ones, then any reasoning no signature closed (``signature: ""``).
+
+        Anthropic-shaped (the Messages encoder reads them): an OpenAI reasoning item is its summary, unsigned.
+        """
         rest = "".join(self.reasoning[self._thinking_from :])
-        return self.thinking_blocks + ([{"type": "thinking", "thinking": rest, "signature": ""}] if rest else [])
+        blocks = [block if block["type"] == "thinking" else _unsigned(block) for block in self.thinking_blocks]
+        return blocks + ([{"type": "thinking", "thinking": rest, "signature": ""}] if rest else [])
 
     def _calls(self) -> list[dict[str, Any]]:
         return [self.tool_calls[index] for index in sorted(self.tool_calls)]

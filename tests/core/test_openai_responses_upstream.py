@@ -27,6 +27,8 @@ from relay.providers.runtime import ProviderRuntime
 from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.schemas import validation_error
+from relay.wire.anthropic import to_anthropic_request
+from relay.wire.anthropic_ingress import anthropic_message
 from tests.cases import WEATHER_TOOL, adapter_events, user_request
 from tests.fakes.openai_responses import decrypt
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
@@ -155,6 +157,15 @@ async def test_encrypted_reasoning_goes_back_on_the_next_turn(upstream: tuple[Fa
         }
     ]
     assert decrypt(closing["encrypted_content"]) == {"id": closing["item_id"], "summary": "think more"}
+    # Anthropic's wire reads only its own blocks: the Messages body shows the summary unsigned, the request drops it
+    assert anthropic_message(reply, "m")["content"][0] == {
+        "type": "thinking",
+        "thinking": "think more",
+        "signature": "",
+    }
+    history = ChatRequest("up", [*messages, reply.assistant_message()], params={"reasoning_effort": "low"})
+    [assistant] = [m for m in to_anthropic_request(history, "m", 4096)["messages"] if m["role"] == "assistant"]
+    assert assistant["content"] == [{"type": "text", "text": "think it over"}]
     messages += [reply.assistant_message(), {"role": "user", "content": "and now?"}]
     _, again = await reply_of(adapter, ChatRequest("up", messages, model="fake-reasoning", params=params))
     assert again.content == "and now?"
