@@ -53,30 +53,27 @@ def _input_part(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def _assistant_items(message: dict[str, Any], original: dict[str, Any]) -> list[dict[str, Any]]:
-    """A turn replayed as output items: its reasoning first, then its text, then its calls (§2)."""
-    items: list[dict[str, Any]] = []
-    for block in original.get("thinking_blocks") or ():
-        if block.get("type") == "reasoning" and block.get("encrypted_content"):
-            item = {"type": "reasoning", "summary": block.get("summary") or []}
-            items.append(
-                item
-                | ({"id": block["id"]} if block.get("id") else {})
-                | {"encrypted_content": block["encrypted_content"]}
-            )
+    """A turn replayed as output items: its reasoning first, then its text, then its calls (§2).
+
+    A reasoning item sent without the item that followed it is a 400 (§4), so a turn that produced only
+    reasoning (cut by its token limit) goes back as nothing.
+    """
+    output: list[dict[str, Any]] = []
     text = _text(message.get("content"))
     if text:
-        items.append({"type": "message", "role": "assistant", "content": text})
+        output.append({"type": "message", "role": "assistant", "content": text})
     for call in message.get("tool_calls") or ():
         function = call["function"]
-        items.append(
-            {
-                "type": "function_call",
-                "call_id": call["id"],
-                "name": function["name"],
-                "arguments": function["arguments"],
-            }
-        )
-    return items
+        call_id, name, arguments = call["id"], function["name"], function["arguments"]
+        output.append({"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments})
+    reasoning = [
+        {"type": "reasoning", "summary": block.get("summary") or []}
+        | ({"id": block["id"]} if block.get("id") else {})
+        | {"encrypted_content": block["encrypted_content"]}
+        for block in original.get("thinking_blocks") or ()
+        if block.get("type") == "reasoning" and block.get("encrypted_content")
+    ]
+    return reasoning + output if output else []
 
 
 def responses_input(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:

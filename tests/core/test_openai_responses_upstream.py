@@ -29,7 +29,8 @@ from relay.request import ChatRequest
 from relay.schemas import validation_error
 from relay.wire.anthropic import to_anthropic_request
 from relay.wire.anthropic_ingress import anthropic_message
-from tests.cases import WEATHER_TOOL, adapter_events, user_request
+from relay.wire.openai_responses import responses_body
+from tests.cases import PDF, WEATHER_TOOL, adapter_events, user_request
 from tests.fakes.openai_responses import decrypt
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
 
@@ -180,6 +181,35 @@ async def test_reasoning_without_a_summary_still_closes_its_item(upstream: tuple
     assert [e["content"] for e in events if e["type"] == "reasoning-delta"] == [""]
     [block] = reply.thinking_blocks
     assert block["type"] == "reasoning" and block["summary"] == [] and block["encrypted_content"]
+
+
+def test_the_translation_of_messages_parts_and_a_reasoning_only_turn() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    pdf = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "r.pdf"}}
+    cut = {"type": "reasoning", "id": "rs_9", "summary": [], "encrypted_content": "gAAAAAx"}
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Look"}, image, pdf]},
+        {"role": "assistant", "content": "", "thinking_blocks": [cut]},  # cut by its limit: nothing to follow it
+        {"role": "system", "content": "Now in French."},
+        {"role": "user", "content": "Encore"},
+    ]
+    body = responses_body({"response_format": {"type": "json_object"}, "top_k": 3, "seed": 1}, messages)
+    assert body["instructions"] == "Be brief." and body["text"] == {"format": {"type": "json_object"}}
+    assert body["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "Look"},
+                {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "auto"},
+                {"type": "input_file", "file_data": pdf["file"]["file_data"], "filename": "r.pdf"},
+            ],
+        },
+        {"type": "message", "role": "developer", "content": "Now in French."},
+        {"type": "message", "role": "user", "content": "Encore"},
+    ]
+    assert "top_k" not in body and "seed" not in body
 
 
 async def test_max_output_tokens_ends_with_finish_length(upstream: tuple[FakeOpenAI, str]) -> None:
