@@ -27,8 +27,9 @@ _FOREIGN = frozenset({"thinking", "top_k"})
 _MAPPED = frozenset(
     {"tools", "tool_choice", "response_format", "reasoning_effort", "max_tokens", "max_completion_tokens"}
 )
-# ``response.failed`` error codes that are not a provider fault (RESPONSES.md §1, Response.error).
-_FAILED_STATUS = {"rate_limit_exceeded": 429, "invalid_prompt": 400, "server_error": 502}
+# ``response.failed`` and ``error`` codes that mean a client-side status (RESPONSES.md §1, Response.error); any
+# other code (``server_error``, …) is the provider's fault, a 502.
+_FAILED_STATUS = {"rate_limit_exceeded": 429, "invalid_prompt": 400}
 
 
 def _text(content: Any) -> str:

@@ -29,7 +29,7 @@ from relay.request import ChatRequest
 from relay.schemas import validation_error
 from relay.wire.anthropic import to_anthropic_request
 from relay.wire.anthropic_ingress import anthropic_message
-from relay.wire.openai_responses import responses_body
+from relay.wire.openai_responses import ResponsesStream, responses_body
 from tests.cases import PDF, WEATHER_TOOL, adapter_events, user_request
 from tests.fakes.openai_responses import decrypt
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
@@ -210,6 +210,20 @@ def test_the_translation_of_messages_parts_and_a_reasoning_only_turn() -> None:
         {"type": "message", "role": "user", "content": "Encore"},
     ]
     assert "top_k" not in body and "seed" not in body
+
+
+def test_terminal_events_and_failure_codes() -> None:
+    filtered = ResponsesStream("up")
+    done = {"status": "incomplete", "incomplete_details": {"reason": "content_filter"}, "usage": None}
+    assert filtered.feed({"type": "response.incomplete", "response": done}) == []
+    assert filtered.close() == [{"type": "finish", "reason": "content_filter"}]
+    error = {"type": "error", "sequence_number": 3, "code": "rate_limit_exceeded", "message": "slow", "param": None}
+    with pytest.raises(RateLimited, match="up: upstream error: slow"):
+        ResponsesStream("up").feed(error)
+    failed = {"type": "response.failed", "response": {"error": {"code": "invalid_prompt", "message": "no"}}}
+    with pytest.raises(InvalidRequest) as invalid:
+        ResponsesStream("up").feed(failed)
+    assert invalid.value.code == "invalid_prompt"
 
 
 async def test_max_output_tokens_ends_with_finish_length(upstream: tuple[FakeOpenAI, str]) -> None:
