@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 import orjson
 import pytest
@@ -402,6 +403,42 @@ async def test_the_sdk_stream_helper_accepts_the_fakes_streams(
     whole = await client.responses.create(**fields)  # streamed or not, one reply
     assert (whole.status, whole.output_text, whole.usage) == (final.status, final.output_text, final.usage)
     assert [item.type for item in whole.output] == [item.type for item in final.output]
+
+
+async def test_the_fakes_sequences_are_those_of_responses_md(upstream: tuple[FakeOpenAI, str]) -> None:
+    ask = {"stream": True, "input": "hi", "reasoning": {"summary": "auto"}, "include": ["reasoning.encrypted_content"]}
+    async with httpx2.AsyncClient() as http:
+        thought = await http.post(upstream[1] + "/responses", json=ask | {"model": "fake-reasoning"})
+        called = await http.post(
+            upstream[1] + "/responses", json={"model": "fake-tools", "input": "hi", "stream": True}
+        )
+    assert "[DONE]" not in thought.text and thought.headers["content-type"].startswith("text/event-stream")
+    events = [orjson.loads(line[6:]) for line in thought.text.splitlines() if line.startswith("data: ")]
+    summary = ["reasoning_summary_part.added", *["reasoning_summary_text.delta"] * 2, "reasoning_summary_text.done"]
+    text = ["content_part.added", "output_text.delta", "output_text.done", "content_part.done"]
+    assert [e["type"].removeprefix("response.") for e in events] == [
+        *("created", "in_progress", "output_item.added", *summary, "reasoning_summary_part.done", "output_item.done"),
+        *("output_item.added", *text, "output_item.done", "completed"),
+    ]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [bool(e.get("response", {}).get("usage")) for e in events].count(True) == 1 and events[-1]["response"][
+        "usage"
+    ]
+    assert decrypt(events[8]["item"]["encrypted_content"]) == {"id": events[2]["item"]["id"], "summary": "think more"}
+    calls = [orjson.loads(line[6:]) for line in called.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"].removeprefix("response.") for e in calls] == [
+        *("created", "in_progress", "output_item.added", *["function_call_arguments.delta"] * 3),
+        *("function_call_arguments.done", "output_item.done", "completed"),
+    ]
+    assert calls[2]["item"] == {
+        "id": "fc_abc",
+        "type": "function_call",
+        "status": "in_progress",
+        "arguments": "",
+        "call_id": "call_abc",
+        "name": "get_weather",
+    }
+    assert {e.get("item_id") for e in calls[3:6]} == {"fc_abc"}
 
 
 async def test_a_failed_stream_ends_with_response_failed_alone(client: openai.AsyncOpenAI) -> None:
