@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from relay.encoders import OpenAIChunkEncoder
+from relay.http.encoders import OpenAIChunkEncoder
 from relay.wire.responses import ResponsesEncoder, response_skeleton
 
 __all__ = ["measure", "main"]

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "AuthSettings",
@@ -206,6 +206,9 @@ class ProviderConfig(BaseModel):
     # Azure OpenAI: the deployment (defaults to ``model``) and the API version.
     deployment: str | None = None
     api_version: str | None = None
+    # The upstream API an ``openai`` or ``azure`` provider calls: Chat Completions, or the Responses API
+    # (relay.wire.openai_responses), which carries encrypted reasoning back statelessly.
+    api: Literal["chat_completions", "responses"] = "chat_completions"
     timeout: float = Field(default=600.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     # Relay's own retries (the SDK's are off: one retry layer only).
@@ -231,6 +234,16 @@ class ProviderConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     # The Serve application hosting this provider's pool; set at deploy or registration time.
     pool_app: str | None = Field(default=None, exclude=True)
+
+    @field_validator("api")
+    @classmethod
+    def _api_of_an_openai_provider(cls, api: str, info: ValidationInfo) -> str:
+        if api != "chat_completions" and info.data.get("provider_type") not in (
+            ProviderType.OPENAI,
+            ProviderType.AZURE,
+        ):
+            raise ValueError(f"api '{api}' needs provider_type openai or azure")
+        return api
 
     def resolve_key(self) -> str | None:
         if self.api_key is not None:

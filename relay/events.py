@@ -59,11 +59,18 @@ class TextDelta(_Event):
 
 
 class ReasoningDelta(_Event):
-    """Reasoning text; ``signature`` closes an Anthropic thinking block, which must be sent back with tool turns."""
+    """Reasoning text; ``signature`` closes an Anthropic thinking block, which must be sent back with tool turns.
+
+    ``encrypted_content`` closes an OpenAI Responses reasoning item (``item_id``) the same way: with ``store:
+    false`` the upstream keeps nothing, so the item goes back, encrypted content intact, on the next turn
+    (RESPONSES.md §4, stateless reasoning).
+    """
 
     type: Literal["reasoning-delta"] = "reasoning-delta"
     content: str
     signature: str | None = None
+    encrypted_content: str | None = None
+    item_id: str | None = None
 
 
 class ToolCallStart(_Event):

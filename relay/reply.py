@@ -3,7 +3,9 @@
 A signed reasoning delta closes a thinking block. The blocks travel with the
 assistant message (``thinking_blocks``, as LiteLLM names them) because Anthropic
 requires them, signature intact, ahead of ``tool_use`` in the next request when
-thinking is on.
+thinking is on. A delta with ``encrypted_content`` closes an OpenAI Responses
+reasoning item instead (``type: "reasoning"``), which goes back as an input item
+because the upstream stores nothing (``store: false``, RESPONSES.md §4).
 
 A tool call that Relay ran server-side (a ``tool-execution-end`` names it)
 carries its ``execution`` (result or error, duration, step) in the run's stored
@@ -16,6 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Reply"]
+
+
+def _closed_block(thinking: str, event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("signature"):
+        return {"type": "thinking", "thinking": thinking, "signature": event["signature"]}
+    summary = [{"type": "summary_text", "text": thinking}] if thinking else []
+    return {
+        "type": "reasoning",
+        "id": event.get("item_id"),
+        "summary": summary,
+        "encrypted_content": event["encrypted_content"],
+    }
+
+
+def _unsigned(reasoning: dict[str, Any]) -> dict[str, Any]:
+    summary = "".join(part.get("text", "") for part in reasoning["summary"])
+    return {"type": "thinking", "thinking": summary, "signature": ""}
 
 
 @dataclass(slots=True)
@@ -38,9 +57,9 @@ class Reply:
         elif kind == "reasoning-delta":
             if event["content"]:
                 self.reasoning.append(event["content"])
-            if event.get("signature"):
+            if event.get("signature") or event.get("encrypted_content"):
                 thinking = "".join(self.reasoning[self._thinking_from :])
-                self.thinking_blocks.append({"type": "thinking", "thinking": thinking, "signature": event["signature"]})
+                self.thinking_blocks.append(_closed_block(thinking, event))
                 self._thinking_from = len(self.reasoning)
         elif kind == "tool-call-start":
             self.tool_calls[event["index"]] = {
@@ -84,9 +103,13 @@ class Reply:
         return "".join(self.reasoning)
 
     def thinking(self) -> list[dict[str, Any]]:
-        """Every thinking block: the signed ones, then any reasoning no signature closed (``signature: ""``)."""
+        """Every thinking block: the signed ones, then any reasoning no signature closed (``signature: ""``).
+
+        Anthropic-shaped (the Messages encoder reads them): an OpenAI reasoning item is its summary, unsigned.
+        """
         rest = "".join(self.reasoning[self._thinking_from :])
-        return self.thinking_blocks + ([{"type": "thinking", "thinking": rest, "signature": ""}] if rest else [])
+        blocks = [block if block["type"] == "thinking" else _unsigned(block) for block in self.thinking_blocks]
+        return blocks + ([{"type": "thinking", "thinking": rest, "signature": ""}] if rest else [])
 
     def _calls(self) -> list[dict[str, Any]]:
         return [self.tool_calls[index] for index in sorted(self.tool_calls)]

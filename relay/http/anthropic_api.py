@@ -9,7 +9,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from relay.errors import RelayError, as_relay_error, from_event
-from relay.http.auth import caller
 from relay.http.gateway import (
     SESSION_HEADER,
     SSE_HEADERS,
@@ -21,7 +20,7 @@ from relay.http.gateway import (
     first_batch,
     session_id_of,
 )
-from relay.http.io import read_json
+from relay.http.io import caller, read_json
 from relay.http.schemas import MessagesBody, parse_body
 from relay.providers.features import check_features
 from relay.providers.media import normalize_messages

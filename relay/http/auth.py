@@ -36,7 +36,6 @@ from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.errors import AuthenticationFailed, PermissionDenied
-from relay.http.io import USER_HEADER
 from relay.wire.anthropic import anthropic_error_body
 
 if TYPE_CHECKING:
@@ -51,7 +50,6 @@ __all__ = [
     "AuthMiddleware",
     "new_key",
     "hash_key",
-    "caller",
     "identity_of",
     "require_admin",
 ]
@@ -191,14 +189,6 @@ def identity_of(connection: HTTPConnection) -> Identity | None:
     """The key's identity when auth is on; None on an open (loopback, keyless) server."""
     identity: Identity | None = connection.scope.get(_SCOPE_KEY)
     return identity
-
-
-def caller(connection: HTTPConnection, fallback: str | None = None) -> str:
-    """The key's user when auth is on; otherwise what the caller claims (``X-User-Id``, a body field)."""
-    identity = identity_of(connection)
-    if identity is not None:
-        return identity.user_id
-    return connection.headers.get(USER_HEADER) or fallback or "anonymous"
 
 
 def require_admin(connection: HTTPConnection, admin_key_env: str) -> None:

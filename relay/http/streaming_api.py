@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from relay.errors import InvalidRequest
-from relay.http.auth import caller
 from relay.http.encoders import encode_ndjson, encode_sse, encode_text
 from relay.http.gateway import (
     SESSION_HEADER,
@@ -24,7 +23,7 @@ from relay.http.gateway import (
     noop,
     session_id_of,
 )
-from relay.http.io import read_json
+from relay.http.io import caller, read_json
 from relay.http.schemas import StreamingChatBody, parse_body
 from relay.modes import GeneratorMode, apply_mode, check_mode, interleave
 from relay.session.backend import RunStream

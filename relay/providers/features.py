@@ -45,6 +45,8 @@ def features_for(config: ProviderConfig) -> frozenset[str]:
     if config.features is not None:
         return frozenset(config.features)
     if not config.adapter and config.provider_type in BUILTIN_FEATURES:
+        if config.api == "responses":  # the Responses API takes no audio input parts (ResponseInputMessageContentList)
+            return BUILTIN_FEATURES[config.provider_type] - {"audio"}
         return BUILTIN_FEATURES[config.provider_type]
     from relay.providers import adapter_class
 

@@ -1,7 +1,10 @@
 """``openai``: the official ``AsyncOpenAI`` client, read as raw SSE.
 
 The SDK owns auth, ``base_url`` and error classes; Relay owns retries (the
-SDK's are off) and parses the stream itself (``relay.wire.openai``).
+SDK's are off) and parses the stream itself: Chat Completions by default
+(``relay.wire.openai``), the Responses API with ``api: responses``
+(``relay.wire.openai_responses``). Either way one streamed call serves both
+streaming and non-streaming turns.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from relay.providers.base import SDKAdapter, map_sdk_error, pooled_client, retry
 from relay.providers.features import BUILTIN_FEATURES
 from relay.request import ChatRequest
 from relay.wire.openai import OpenAIStream, prepare_messages
+from relay.wire.openai_responses import ResponsesStream, responses_body
 
 __all__ = ["OpenAIAdapter", "map_openai_error"]
 
@@ -63,6 +67,10 @@ class OpenAIAdapter(SDKAdapter):
             http_client=self.http_client or pooled_client(config),
         )
 
+    def responses_model(self, request: ChatRequest) -> str:
+        """The ``model`` of a Responses call; Azure names its deployment there (it has no deployment URL)."""
+        return request.model or self.config.default_model
+
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         params = {key: value for key, value in request.params.items() if key not in _FOREIGN}
         if "max_tokens" in params:
@@ -72,6 +80,10 @@ class OpenAIAdapter(SDKAdapter):
         return params
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        if self.config.api == "responses":
+            async for event in self._stream_responses(request):
+                yield event
+            return
         translator = OpenAIStream()
         done = False
         try:
@@ -99,6 +111,29 @@ class OpenAIAdapter(SDKAdapter):
         except Exception as exc:
             raise map_openai_error(exc, self.config.provider_id) from None
         if not done and translator.reason is None:
+            raise ProviderError(f"{self.config.provider_id}: the upstream stream ended before it finished")
+        for event in translator.close():
+            yield event
+
+    async def _stream_responses(self, request: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """The Responses API (RESPONSES.md §3): no ``[DONE]``, the stream ends after its terminal event."""
+        translator = ResponsesStream(self.config.provider_id)
+        params = request.params | ({"user": request.user} if request.user else {})
+        try:
+            async with (
+                self.client.responses.with_streaming_response.create(
+                    model=self.responses_model(request), stream=True, **responses_body(params, request.messages)
+                ) as response,
+                sse_stream(response) as sse,
+            ):
+                async for _, data in sse:
+                    if data == "[DONE]":  # not sent by OpenAI, but tolerated by both SDKs (§3)
+                        continue
+                    for event in translator.feed(orjson.loads(data)):
+                        yield event
+        except Exception as exc:
+            raise map_openai_error(exc, self.config.provider_id) from None
+        if translator.reason is None:
             raise ProviderError(f"{self.config.provider_id}: the upstream stream ended before it finished")
         for event in translator.close():
             yield event

@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from .responses_object import ANTHROPIC_PREFIX, error_event, response_skeleton, responses_usage
+from relay.wire.responses_object import ANTHROPIC_PREFIX, error_event, response_skeleton, responses_usage
 
 __all__ = ["ResponsesEncoder", "response_skeleton", "responses_usage", "replay", "error_event", "ANTHROPIC_PREFIX"]
 

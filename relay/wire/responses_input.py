@@ -25,7 +25,7 @@ Decisions:
 - Consecutive ``function_call`` items and the assistant text before them merge
   into ONE assistant message with ``tool_calls``: chat providers expect a
   turn's calls together, and Anthropic refuses split tool_use turns.
-- ``input_file`` with ``file_url`` becomes a file part with ``url``; relay.media
+- ``input_file`` with ``file_url`` becomes a file part with ``url``; relay.providers.media
   then refuses http(s) file URLs as it does on the chat route.
 """
 
@@ -39,8 +39,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import InvalidRequest, NotFound
-from .responses_object import ANTHROPIC_PREFIX
+from relay.errors import InvalidRequest, NotFound
+from relay.wire.responses_object import ANTHROPIC_PREFIX
 
 __all__ = [
     "ResponsesBody",
@@ -244,7 +244,7 @@ def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def chat_params(body: ResponsesBody) -> dict[str, Any]:
-    """The ``ChatRequest.params`` this body asks for, in chat-completions terms (as relay.schemas builds them).
+    """The ``ChatRequest.params`` this body asks for, in chat-completions terms (as relay.http.schemas builds them).
 
     ``prompt_cache_key``, ``max_tool_calls``, ``top_logprobs``, ``text.verbosity`` and ``reasoning.summary`` have
     no place on the chat path and are left out.
@@ -279,7 +279,7 @@ def _text_of(content: Any) -> str:
 
 
 def _part(part: Any, param: str) -> dict[str, Any]:
-    """One input content part as the part relay.media normalizes (text, image_url, file)."""
+    """One input content part as the part relay.providers.media normalizes (text, image_url, file)."""
     kind = part.get("type") if isinstance(part, dict) else None
     if kind in ("input_text", "output_text", "text"):
         if not isinstance(part.get("text"), str):

@@ -3,7 +3,9 @@
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, and Azure OpenAI's
 ``POST /openai/deployments/{deployment}/chat/completions`` (needs the
 ``api-version`` query and the ``api-key`` header; the model is the deployment
-unless the body names one) and ``GET /openai/models``. Requests are validated
+unless the body names one) and ``GET /openai/models``; the Responses API,
+``POST /v1/responses`` and Azure's ``POST /openai/responses``, lives in
+``tests.fakes.openai_responses`` behind the same keys and scripts. Requests are validated
 like OpenAI does (400 with an OpenAI error body) and recorded in ``requests``.
 Built with an ``api_key``, the ``/v1`` routes need ``Authorization: Bearer
 <api_key>`` and answer a missing or wrong one with OpenAI's exact 401 bodies;
@@ -367,6 +369,8 @@ class FakeOpenAI:
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/openai/deployments/{deployment}/chat/completions", self.azure_completions, methods=["POST"]),
                 Route("/openai/models", self.models, methods=["GET"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/openai/responses", self.responses, methods=["POST"]),
             ]
         )
 
@@ -402,6 +406,15 @@ class FakeOpenAI:
 
     async def azure_completions(self, request: Request) -> Response:
         body = await self._record(request)
+        return self._azure_refused(request) or await self._complete(request, body, request.path_params["deployment"])
+
+    async def responses(self, request: Request) -> Response:
+        from .openai_responses import respond  # imported here: that module builds on this one
+
+        return await respond(self, request)
+
+    def _azure_refused(self, request: Request) -> Response | None:
+        """Azure's answer to a request without its ``api-version`` query or ``api-key`` header; else None."""
         if "api-version" not in request.query_params:
             return _invalid(
                 "Missing required query parameter: 'api-version'.", "api-version", "missing_required_parameter"
@@ -414,7 +427,7 @@ class FakeOpenAI:
                 "invalid_request_error",
                 "401",
             )
-        return await self._complete(request, body, request.path_params["deployment"])
+        return None
 
     async def _record(self, request: Request) -> Any:
         try:
