@@ -18,13 +18,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from relay.cli.output import console_for
 from relay.config import RelaySettings
 from relay.evaluation.api import default_out, preflight, prepare
 from relay.evaluation.costs import CostCeilingExceeded, PriceTable
 from relay.evaluation.dataset import DatasetError
 from relay.evaluation.progress import Progress
 from relay.evaluation.spec import SCORER_HELP, EvalOptions, parse_fraction
-from relay.evaluation.summary import summary_table
+from relay.evaluation.summary import summary_grid
 
 __all__ = ["add_eval_parser", "run_eval", "parse_per_provider", "load_settings"]
 
@@ -189,7 +190,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     finally:
         ray.shutdown()
-    print(summary_table(result.summaries))
+    console = console_for(sys.stdout)
+    console.print(summary_grid(result.summaries, terminal=console.is_terminal))
     print(
         f"\n{result.called} cells called, {result.reused} reused from earlier runs, {result.rescored} re-scored "
         f"in {result.wall_s:.1f} s; worst case was ${result.estimate.total:.4f}"

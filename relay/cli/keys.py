@@ -67,7 +67,7 @@ def run_keys(args: argparse.Namespace) -> int:
             return 0
         if args.keys_command == "list":
             console = console_for(sys.stdout)
-            table = new_table(console, "key_id", "user", "prefix", "admin", "created", "revoked")
+            table = new_table("key_id", "user", "prefix", "admin", "created", "revoked", terminal=console.is_terminal)
             for row in store.api_keys(args.user, include_revoked=args.all):
                 revoked = _when(row["revoked_at"]) if row["revoked_at"] else "-"
                 admin = "yes" if row["is_admin"] else "no"

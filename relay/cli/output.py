@@ -27,9 +27,8 @@ def console_for(file: IO[str] | None = None) -> Console:
     return Console(file=file, highlight=False, soft_wrap=True, color_system=None, width=_NO_WRAP)
 
 
-def new_table(console: Console, *columns: str | Column) -> Table:
+def new_table(*columns: str | Column, terminal: bool) -> Table:
     """A table with a header rule: box-drawing lines on a terminal, ASCII dashes otherwise."""
-    terminal = console.is_terminal
     return Table(
         *columns,
         box=box.SIMPLE_HEAD if terminal else PLAIN_HEAD,

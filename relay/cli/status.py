@@ -25,7 +25,7 @@ def run_status(args: argparse.Namespace) -> int:
     for line in _session_lines(stats["sessions"]):
         console.print(line, markup=False)
     console.print()
-    pools = new_table(console, "provider", "type", Column("replicas", justify="right"), "status")
+    pools = new_table("provider", "type", Column("replicas", justify="right"), "status", terminal=console.is_terminal)
     for pool in stats["providers"]:
         pools.add_row(pool["provider_id"], pool["provider_type"], str(pool["replicas"]), pool.get("status", ""))
     console.print(pools)

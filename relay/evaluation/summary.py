@@ -1,4 +1,8 @@
-"""Per-candidate figures from the cell records, and the table printed at the end of a run."""
+"""Per-candidate figures from the cell records, and the table printed at the end of a run.
+
+The table is drawn by ``relay.cli.output`` (rich, plain text into a pipe): the
+terminal is where it is read, and that module imports nothing of Relay's.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.table import Column, Table
+
+from relay.cli.output import new_table, plain_text
+
 __all__ = [
     "CandidateSummary",
     "SUMMARY_HEADER",
     "summarize",
+    "summary_grid",
     "summary_row",
     "summary_table",
     "percentile",
@@ -131,13 +140,16 @@ def summary_row(s: CandidateSummary) -> tuple[str, ...]:
     )
 
 
+def summary_grid(summaries: Sequence[CandidateSummary], *, terminal: bool) -> Table:
+    """The summary as a rich table: styled with a drawn rule on a terminal, plain with dashes otherwise."""
+    columns = [Column(SUMMARY_HEADER[0]), *(Column(name, justify="right") for name in SUMMARY_HEADER[1:])]
+    table = new_table(*columns, terminal=terminal)
+    for summary in summaries:
+        style = "red" if terminal and summary.errors else None
+        table.add_row(*summary_row(summary), style=style)
+    return table
+
+
 def summary_table(summaries: Sequence[CandidateSummary]) -> str:
-    header = SUMMARY_HEADER
-    rows = [summary_row(s) for s in summaries]
-    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        return "  ".join([first, *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))])
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)])
+    """The plain-text summary: a header, a rule of dashes, one line per candidate."""
+    return plain_text(summary_grid(summaries, terminal=False))

@@ -70,3 +70,18 @@ def test_every_command_takes_verbose(argv: list[str], capsys: pytest.CaptureFixt
         main([*argv, "--verbose", "--help"])
     assert stopped.value.code == 0
     assert "--verbose" in capsys.readouterr().out
+
+
+def test_tables_into_a_pipe_are_plain_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/relay.db"
+    for user in ("alice", "a-user-with-a-rather-long-name"):
+        assert main(["keys", "create", "--user", user, "--store-url", url]) == 0
+    capsys.readouterr()
+    assert main(["keys", "list", "--store-url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["key_id", "user", "prefix", "admin", "created", "revoked"]
+    assert set(lines[1]) == {"-", " "}
+    rows = [line.split() for line in lines[2:]]
+    assert sorted(row[1] for row in rows) == ["a-user-with-a-rather-long-name", "alice"]
+    assert all(len(row) == 7 and row[3] == "no" for row in rows)  # created is a date and a time
+    assert not any("\x1b" in line or "─" in line for line in lines)
