@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from relay.errors import RelayError, as_relay_error, from_event
 from relay.http.anthropic_api import anthropic_routes
 from relay.http.auth import Authenticator, AuthMiddleware
+from relay.http.conversations_api import conversation_routes
 from relay.http.gateway import SESSION_HEADER, Gateway, RunFailed
 from relay.http.health import probe_routes
 from relay.http.io import USER_HEADER, error_response
@@ -74,6 +75,7 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
         *streaming_routes(gateway),
         *provider_routes(gateway),
         *session_routes(backend),
+        *conversation_routes(backend),
         *probe_routes(backend),
         *playground_routes(),
     ]

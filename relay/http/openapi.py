@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from relay.http.conversations_api import AddItemsBody, CreateConversationBody, UpdateConversationBody
 from relay.http.schemas import ChatCompletionBody, MessagesBody, RegisterProviderBody, StreamingChatBody
 from relay.http.sessions_api import CreateSessionBody, PatchSessionBody
 
@@ -186,6 +187,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/users/{user_id}/memories"): Operation("The caller's memories", "sessions", errors=(403,)),
     ("DELETE", "/api/users/{user_id}/memories"): Operation(
         "Forget the caller's memories, or one (memory_id)", "sessions", errors=(403,), query={"memory_id": _STRING}
+    ),
+    ("POST", "/v1/conversations"): Operation(
+        "Create a conversation (a session with a conv_ id), with up to 20 items",
+        "conversations",
+        CreateConversationBody,
+        errors=(*_BODY_ERRORS, 404),
+    ),
+    ("GET", "/v1/conversations/{conversation_id}"): Operation("One conversation", "conversations", errors=(404,)),
+    ("POST", "/v1/conversations/{conversation_id}"): Operation(
+        "Replace a conversation's metadata", "conversations", UpdateConversationBody, errors=(*_BODY_ERRORS, 404)
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}"): Operation(
+        "Delete a conversation and its items", "conversations", errors=(404, 409)
+    ),
+    ("GET", "/v1/conversations/{conversation_id}/items"): Operation(
+        "A conversation's items, a page at a time after an item id",
+        "conversations",
+        errors=(400, 404),
+        query={
+            "after": _STRING,
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+            "order": {"enum": ["asc", "desc"]},
+            "include[]": {"type": "array", "items": _STRING},
+        },
+    ),
+    ("POST", "/v1/conversations/{conversation_id}/items"): Operation(
+        "Append up to 20 items; answers the added items",
+        "conversations",
+        AddItemsBody,
+        errors=(*_BODY_ERRORS, 404, 409),
+        query={"include[]": {"type": "array", "items": _STRING}},
+    ),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): Operation(
+        "One item", "conversations", errors=(404,), query={"include[]": {"type": "array", "items": _STRING}}
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): Operation(
+        "Delete the message that holds an item; answers the conversation", "conversations", errors=(404, 409)
     ),
     ("GET", "/api/stats"): Operation("Sessions, actors, pools and WebSocket counters", "operations"),
     ("GET", "/healthz"): Operation("Liveness: the ingress answers", "operations"),
