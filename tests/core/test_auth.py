@@ -243,13 +243,13 @@ async def test_with_auth_a_body_user_id_may_only_name_the_keys_user(keyed: tuple
         assert again.status_code == 201 and again.json()["user_id"] == "alice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/http/app.py's streaming_chat resolves the caller with relay.http.auth.caller, which drops a "
-    "foreign body user_id instead of refusing it; it must call relay.http.io.caller (not this change's file)",
-)
 async def test_with_auth_the_chat_route_refuses_a_foreign_body_user_id(keyed: tuple[str, dict[str, str]]) -> None:
     url, keys = keyed
+    alice = bearer(keys["alice"])
     async with httpx.AsyncClient(base_url=url) as http:
-        chat = await http.post("/api/streaming/chat", json=CHAT | {"user_id": "bob"}, headers=bearer(keys["alice"]))
+        chat = await http.post("/api/streaming/chat", json=CHAT | {"user_id": "bob"}, headers=alice)
         assert chat.status_code == 403 and chat.json()["error"]["param"] == "user_id"
+        own = await http.post("/api/streaming/chat", json=CHAT | {"user_id": "alice"}, headers=alice)
+        assert own.status_code == 200
+        session = await http.get(f"/api/sessions/{own.headers['x-session-id']}", headers=alice)
+        assert session.json()["user_id"] == "alice"
