@@ -1,4 +1,4 @@
-"""The Conversations API through the real openai SDK (3.60) against an in-process server, on SQLite."""
+"""The Conversations API through the real openai SDK (3.60) against an in-process server, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ ALICE = {"X-User-Id": "alice"}
 MALLORY = {"X-User-Id": "mallory"}
 
 
-@pytest.fixture
-def backend(tmp_path: Path) -> LocalBackend:
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> LocalBackend:
+    url = f"sqlite:///{tmp_path}/r.db" if request.param == "sqlite" else str(request.getfixturevalue("fresh_pg_url"))
     echo = ProviderConfig(provider_id="echo", provider_type="echo", model="echo")
-    return LocalBackend(RelaySettings(store_url=f"sqlite:///{tmp_path}/r.db", providers=[echo]))
+    return LocalBackend(RelaySettings(store_url=url, providers=[echo]))
 
 
 @pytest.fixture
