@@ -26,6 +26,7 @@ from relay.types import Batches
 from .limiter import RemoteUserLimits, limiter_name
 from .metrics import HttpMetrics, ingress_metrics
 from .names import pool_name
+from .pools import PoolHandles
 from .session_actor import SessionMoved
 
 __all__ = ["DisconnectOnCancel", "Ingress", "RayBackend"]
@@ -42,7 +43,7 @@ class RayBackend(StoredSessions):
         self.store = open_store(settings.store_url)
         self.active = 0
         self._providers: list[ProviderConfig] | None = None
-        self._handles: dict[tuple[str, str], DeploymentHandle] = {}
+        self.pool_handles = PoolHandles()
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         if self._providers is None or refresh:
@@ -101,6 +102,15 @@ class RayBackend(StoredSessions):
 
         return close
 
+    async def cancel_run(self, session_id: str, run_id: str) -> bool:
+        actor = await self.directory.locate.remote(session_id)
+        if actor is None:
+            return False
+        try:
+            return bool(await actor.cancel.remote(session_id, run_id))
+        except ray.exceptions.RayActorError:
+            return False
+
     async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
         actor = await self.directory.locate.remote(session_id)
         if actor is None:
@@ -135,19 +145,14 @@ class RayBackend(StoredSessions):
         await self.directory.unregister_provider.remote(provider_id)
         self._providers = None
 
-    def _pool(self, provider: ProviderConfig) -> DeploymentHandle:
-        key = (provider.pool_app or "relay", pool_name(provider.provider_id))
-        if key not in self._handles:
-            self._handles[key] = serve.get_deployment_handle(key[1], app_name=key[0])
-        return self._handles[key]
-
     async def provider_health(self) -> list[dict[str, Any]]:
         providers = await self.providers(refresh=True)
         replicas = {pool["provider_id"]: pool for pool in self._pool_status(providers)}
 
         async def check(provider: ProviderConfig) -> dict[str, Any]:
             try:
-                health = await asyncio.wait_for(self._pool(provider).health.remote(), timeout=10.0)
+                pool = self.pool_handles.get(provider.pool_app, provider.provider_id)
+                health = await asyncio.wait_for(pool.health.remote(), timeout=10.0)
             except Exception as exc:
                 health = {
                     "provider_id": provider.provider_id,
@@ -193,7 +198,8 @@ class RayBackend(StoredSessions):
 
         async def counters(provider: ProviderConfig) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(self._pool(provider).stats.remote(), timeout=5.0)
+                pool = self.pool_handles.get(provider.pool_app, provider.provider_id)
+                return await asyncio.wait_for(pool.stats.remote(), timeout=5.0)
             except Exception:
                 return {}
 

@@ -14,8 +14,6 @@ import time
 from typing import Any
 
 import ray
-from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from relay.config import ContextSettings
 from relay.logs import configure_logging, set_request_id
@@ -26,7 +24,7 @@ from relay.session.session import Session
 from relay.store import Store, open_store
 from relay.types import Batches
 
-from .names import pool_name
+from .pools import PoolHandles
 
 __all__ = ["SessionActor", "SessionMoved"]
 
@@ -44,7 +42,8 @@ class SessionActor:
         self.store: Store = open_store(store_url)
         self.context = context
         self.sessions: dict[str, Session] = {}
-        self.handles: dict[tuple[str, str], DeploymentHandle] = {}
+        # kept across recycles: each handle's router warms up once per process
+        self.pool_handles = PoolHandles()
         # One per process, shared by its sessions; it reads the pools' counters at most once a second.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=1.0)
 
@@ -67,38 +66,31 @@ class SessionActor:
         async for batch in session.tail(run_id, after):
             yield batch
 
-    def _handle(self, pool_app: str | None, provider: str) -> DeploymentHandle:
-        key = (pool_app or "relay", pool_name(provider))
-        if key not in self.handles:
-            # One handle per process, kept across recycles: its router warms up once.
-            self.handles[key] = serve.get_deployment_handle(key[1], app_name=key[0])
-        return self.handles[key]
-
     async def warm(self, pool_app: str | None, provider: str) -> None:
         """Let this process's router learn a pool's replicas now: a fresh actor's first turn waits ~0.3 s for it.
 
         Best effort, and nobody waits for it: a pool that is down fails the turns that use it, not this.
         """
         try:
-            await asyncio.wait_for(self._handle(pool_app, provider).stats.remote(), timeout=30.0)
+            await asyncio.wait_for(self.pool_handles.get(pool_app, provider).stats.remote(), timeout=30.0)
         except Exception:
             log.warning("warming the handle to pool %s failed", provider, exc_info=True)
 
     async def _pool_stats(self, target: Target) -> dict[str, Any] | None:
         """A pool's counters (in flight, moving TTFT, breaker) for routing; None when it does not answer quickly."""
         try:
-            return await asyncio.wait_for(self._handle(target.pool_app, target.provider).stats.remote(), timeout=2.0)
+            pool = self.pool_handles.get(target.pool_app, target.provider)
+            return await asyncio.wait_for(pool.stats.remote(), timeout=2.0)
         except Exception:
             log.warning("pool %s did not report its counters; routing goes without them", target.provider)
             return None
 
-    async def _open_stream(self, request: ChatRequest) -> Batches:
-        response = self._handle(request.pool_app, request.provider).stream.options(stream=True).remote(request)
-        try:
-            async for batch in response:
-                yield batch
-        finally:
-            response.cancel()
+    def _open_stream(self, request: ChatRequest) -> Batches:
+        return self.pool_handles.stream(request.pool_app, request)
+
+    def cancel(self, session_id: str, run_id: str) -> bool:
+        session = self.sessions.get(session_id)
+        return session is not None and session.cancel(run_id)
 
     def passivate(self, session_id: str, min_idle_s: float) -> bool:
         """Drop the session if no turn runs or waits and it was idle long enough; it is all stored."""
@@ -112,7 +104,7 @@ class SessionActor:
 
     def pools(self) -> list[str]:
         """The pools this process holds a handle to (warmed or used)."""
-        return sorted(name for _, name in self.handles)
+        return self.pool_handles.names()
 
     def hosted(self) -> list[str]:
         return list(self.sessions)

@@ -84,6 +84,8 @@ class ContextSettings(BaseModel):
     memory_provider: str | None = None
     memory_model: str | None = None
     memory_max_facts: int = Field(default=50, ge=1)
+    # Runs one session queues, first in first out, before a new one is refused with a 409 (the session is busy).
+    max_queued_runs: int = Field(default=16, ge=1)
 
 
 class UserLimits(BaseModel):

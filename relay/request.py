@@ -59,6 +59,13 @@ class ChatRequest:
     request_id: str | None = None
     # Providers whose features this request was checked against already (relay.providers.features).
     features_checked: frozenset[str] = frozenset()
+    # The Responses API's concerns, read by the session: the run's id (its resp_ id), the run it continues
+    # (previous_response_id: its chain is the context, not the session's latest history), instructions for this
+    # run only (never stored, never inherited), and store=False (nothing is kept after the stream).
+    run_id: str | None = None
+    parent_run_id: str | None = None
+    instructions: str | None = None
+    store: bool = True
 
     def for_pool(self, messages: list[dict[str, Any]]) -> ChatRequest:
         """What a provider pool receives: these messages, without what only the session acts on."""

@@ -37,6 +37,12 @@ class Backend(Protocol):
     async def delete_session(self, session_id: str, user_id: str) -> None:
         """Passivate the session if it is live (409 while a turn runs), then delete it from the store."""
 
+    async def evict(self, session_id: str) -> None:
+        """Take a live session out of memory (409 while a run runs), so that its next run reads the store."""
+
+    async def cancel_run(self, session_id: str, run_id: str) -> bool:
+        """Stop a running run wherever its session lives; False when it is not running there."""
+
     async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
         """A running run's events after ``after``, then live; raises ``RunNotLive`` to send the caller to the store."""
 

@@ -87,6 +87,10 @@ class LocalBackend(StoredSessions):
 
         return batches()
 
+    async def cancel_run(self, session_id: str, run_id: str) -> bool:
+        session = self.sessions.get(session_id)
+        return session is not None and session.cancel(run_id)
+
     async def evict(self, session_id: str) -> None:
         session = self.sessions.get(session_id)
         if session is not None and session.busy:

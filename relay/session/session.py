@@ -20,7 +20,7 @@ from typing import Any
 
 from relay import events
 from relay.config import ContextSettings
-from relay.errors import RelayError, as_relay_error
+from relay.errors import Conflict, RelayError, as_relay_error
 from relay.events import finish
 from relay.reply import Reply
 from relay.request import ChatRequest, Target, last_user_text
@@ -68,6 +68,7 @@ class Session:
         self.user_id = user_id
         self.context = context or ContextSettings()
         self.history = [history_message(m) for m in store.messages(session_id)]
+        self.head = store.latest_run(session_id)  # the run whose chain ``history`` is
         row = store.get_session(session_id) or {}
         self.summary: str | None = row.get("summary")
         self.summary_topics: list[str] = row.get("summary_topics") or []
@@ -78,6 +79,7 @@ class Session:
         self._summarizing: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.live_runs: dict[str, RunLog] = {}
+        self._driving: dict[str, asyncio.Task[Any]] = {}  # run id: the task that consumes it (what cancel stops)
 
     @property
     def busy(self) -> bool:
@@ -96,7 +98,16 @@ class Session:
         return task
 
     async def chat(self, request: ChatRequest, open_stream: StreamOpener) -> Batches:
+        if self.runs_waiting >= self.context.max_queued_runs:
+            raise Conflict(
+                f"Session '{self.session_id}' is busy: {self.runs_waiting} runs are queued; retry when one ends",
+                param="session_id",
+                code="conversation_busy",
+            )
         self.runs_waiting += 1
+        task = asyncio.current_task()
+        if request.run_id and task is not None:
+            self._driving[request.run_id] = task
         try:
             # aclosing: a caller that stops early must still run the inner finally (the run is persisted there)
             async with self._run_lock, contextlib.aclosing(self._run(request, open_stream)) as batches:
@@ -105,15 +116,44 @@ class Session:
         finally:
             self.runs_waiting -= 1
             self.last_active = time.monotonic()
+            if request.run_id:
+                self._driving.pop(request.run_id, None)
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop a run from outside its stream (``POST /v1/responses/{id}/cancel``): its upstream call is cancelled and
+        the run is recorded ``cancelled``, as when its consumer goes away."""
+        task = self._driving.get(run_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    def _history_for(self, request: ChatRequest) -> list[dict[str, Any]]:
+        """A run continues its parent's chain: the session's own history when the parent is its latest run, else the
+        branch read from the store by parent pointers (two answers to one response never see each other's run)."""
+        parent = request.parent_run_id
+        if parent is None or parent == self.head:
+            return self.history if request.store else list(self.history)
+        chain = self.store.run_chain(self.session_id, parent)
+        return [history_message(m) for m in self.store.chain_messages(self.session_id, chain)]
 
     async def _run(self, request: ChatRequest, open_stream: StreamOpener) -> Batches:
-        run_id = new_id("run")
-        for message in request.messages:
-            self.store.append_message(self.session_id, message, run_id)
-        self.store.start_run(
-            run_id, self.session_id, provider=request.provider, model=request.model, input_messages=request.messages
-        )
-        self.history.extend(request.messages)
+        run_id = request.run_id or new_id("run")
+        history = self._history_for(request)
+        branch = history is not self.history
+        if request.store:
+            for message in request.messages:
+                self.store.append_message(self.session_id, message, run_id)
+            self.store.start_run(
+                run_id,
+                self.session_id,
+                provider=request.provider,
+                model=request.model,
+                input_messages=request.messages,
+                parent_run_id=request.parent_run_id,
+            )
+            self.history, self.head = history, run_id  # the session moves to the branch this run extends
+        history.extend(request.messages)
         run_log = self.live_runs[run_id] = RunLog(run_id)
         started = time.monotonic()
         ttft: float | None = None
@@ -122,18 +162,21 @@ class Session:
         served = Target(request.provider, request.model, request.pool_app)
         try:
             yield run_log.add([events.status("started", run_id=run_id)])
-            older, recent = split_history(self.history, self.context.history_max_runs, self.context.history_max_tokens)
-            if self._needs_summary(older):
+            older, recent = split_history(history, self.context.history_max_runs, self.context.history_max_tokens)
+            if not branch and self._needs_summary(older):
                 yield run_log.add(
                     [events.status("summarizing", f"summarizing {len(older) - self.summary_covers} older messages")]
                 )
                 await self._summary_within(older, open_stream)
-            context = build_context(self.history, recent, self.summary, self.summary_topics, self._facts(request))
+            summary = None if branch else self.summary  # the session's summary covers its own history, not a branch's
+            context = build_context(history, recent, summary, self.summary_topics, self._facts(request))
+            if request.instructions:
+                context = [{"role": "system", "content": request.instructions}, *context]
             steps = RunSteps(
                 request,
                 context,
                 open_stream,
-                commit=functools.partial(self._commit, run_id=run_id),
+                commit=functools.partial(self._commit, run_id=run_id, history=history, store=request.store),
                 balancer=self.balancer,
                 cache=self.cache,
             )
@@ -150,7 +193,7 @@ class Session:
                         ttft = time.monotonic() - started
                     yield run_log.add(batch)
             status = "completed" if reply.error is None else "failed"
-            if status == "completed" and self.context.memory_provider and request.memory:
+            if status == "completed" and self.context.memory_provider and request.memory and request.store:
                 self._spawn(self._remember(last_user_text(request.messages), open_stream))
         except (asyncio.CancelledError, GeneratorExit):
             status = "cancelled"  # only the run's consumer cancels it (ray.cancel, or closing the generator)
@@ -170,14 +213,16 @@ class Session:
                 final["reason"] = "cancelled"
             run_log.add([final])
             run_log.close()
-            self._persist(run_id, status, reply, started, ttft, served, run_log.events)
+            if request.store:
+                self._persist(run_id, status, reply, started, ttft, served, run_log.events)
             del self.live_runs[run_id]
         yield [final]
 
-    def _commit(self, message: dict[str, Any], *, run_id: str) -> None:
-        """A step's assistant or tool message: history first, then durable."""
-        self.history.append(message)
-        self.store.append_message(self.session_id, message, run_id)
+    def _commit(self, message: dict[str, Any], *, run_id: str, history: list[dict[str, Any]], store: bool) -> None:
+        """A step's assistant or tool message: history first, then durable (unless the run keeps nothing)."""
+        history.append(message)
+        if store:
+            self.store.append_message(self.session_id, message, run_id)
 
     async def tail(self, run_id: str, after: int) -> Batches:
         """A running run's events after ``after``, then live; ``RunNotLive`` when it is not running here."""

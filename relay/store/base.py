@@ -22,7 +22,9 @@ import orjson
 
 from relay.errors import Conflict, NotFound
 from relay.store.cache_rows import ResponseCacheRows
+from relay.store.conversation_rows import ConversationRows
 from relay.store.keys import ApiKeyRows
+from relay.store.response_rows import ResponseRows
 from relay.store.schema import MIGRATIONS, Dialect, new_id
 
 __all__ = ["Store", "RUN_STATUSES"]
@@ -49,7 +51,7 @@ def _without_events(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class Store(ResponseCacheRows, ApiKeyRows, abc.ABC):
+class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, abc.ABC):
     """The store interface every backend implements; each statement is one short transaction."""
 
     dialect: Dialect
@@ -166,7 +168,7 @@ class Store(ResponseCacheRows, ApiKeyRows, abc.ABC):
 
     def _delete_sessions(self, session_ids: Sequence[str]) -> None:
         for session_id in session_ids:  # explicit, so no store depends on cascading deletes being on
-            for table in ("messages", "runs", "sessions"):
+            for table in ("messages", "runs", "responses", "sessions"):
                 self._write(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
     def expired_sessions(self, idle_before: float, limit: int = 500) -> list[str]:
@@ -226,12 +228,19 @@ class Store(ResponseCacheRows, ApiKeyRows, abc.ABC):
     # runs
 
     def start_run(
-        self, run_id: str, session_id: str, *, provider: str, model: str | None, input_messages: list[dict[str, Any]]
+        self,
+        run_id: str,
+        session_id: str,
+        *,
+        provider: str,
+        model: str | None,
+        input_messages: list[dict[str, Any]],
+        parent_run_id: str | None = None,
     ) -> None:
         self._write(
-            "INSERT INTO runs (run_id, session_id, status, provider, model, input, started_at)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?)",
-            (run_id, session_id, provider, model, _dumps(input_messages), time.time()),
+            "INSERT INTO runs (run_id, session_id, status, provider, model, input, started_at, parent_run_id)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            (run_id, session_id, provider, model, _dumps(input_messages), time.time(), parent_run_id),
         )
 
     def finish_run(

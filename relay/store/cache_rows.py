@@ -48,8 +48,3 @@ class ResponseCacheRows(abc.ABC):
         """The route's stored keys, newest first (what survives eviction)."""
         rows = self._rows("SELECT cache_key FROM response_cache WHERE route = ? ORDER BY created_at DESC", (route,))
         return [row["cache_key"] for row in rows]
-
-    def cache_clear(self, route: str | None = None) -> int:
-        if route is None:
-            return self._write("DELETE FROM response_cache")
-        return self._write("DELETE FROM response_cache WHERE route = ?", (route,))

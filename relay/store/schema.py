@@ -109,6 +109,22 @@ MIGRATIONS: list[Sequence[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id)",
     ),
+    (
+        # Runs form a tree: a Responses run names the run it continues (previous_response_id); a chain is read by
+        # following these pointers, nothing is copied. A response is a run whose id is its resp_ id.
+        "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
+        """CREATE TABLE IF NOT EXISTS responses (
+            response_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            previous_response_id TEXT,
+            background INTEGER NOT NULL DEFAULT 0,
+            skeleton TEXT NOT NULL,
+            input_items TEXT NOT NULL,
+            created_at {real} NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS responses_session ON responses (session_id)",
+    ),
 ]
 
 
