@@ -20,7 +20,6 @@ from pydantic import SecretStr
 from ray import serve
 from ray.actor import ActorHandle
 from ray.serve.exceptions import RayServeException
-from ray.serve.handle import DeploymentHandle
 
 from relay.config import ProviderConfig, RelaySettings
 from relay.evaluation.api import Prepared, ScorerLike, default_out, prepare, run_evaluation
@@ -33,7 +32,7 @@ from relay.evaluation.spec import EvalOptions
 from relay.request import ChatRequest
 from relay.types import Batches
 
-from .names import pool_name
+from .pools import PoolHandles
 from .provider_pool import deploy_registered_pool
 
 __all__ = [
@@ -105,20 +104,10 @@ class PoolStreams:
 
     def __init__(self, apps: dict[str, str]) -> None:
         self.apps = apps
-        self.handles: dict[str, DeploymentHandle] = {}
+        self.pool_handles = PoolHandles()
 
-    def _handle(self, provider: str) -> DeploymentHandle:
-        if provider not in self.handles:
-            self.handles[provider] = serve.get_deployment_handle(pool_name(provider), app_name=self.apps[provider])
-        return self.handles[provider]
-
-    async def __call__(self, request: ChatRequest) -> Batches:
-        response = self._handle(request.provider).stream.options(stream=True).remote(request)
-        try:
-            async for batch in response:
-                yield batch
-        finally:
-            response.cancel()  # a stopped run must stop the upstream call too
+    def __call__(self, request: ChatRequest) -> Batches:
+        return self.pool_handles.stream(self.apps[request.provider], request)
 
 
 def running_pools() -> dict[str, str]:
