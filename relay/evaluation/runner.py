@@ -35,7 +35,7 @@ from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.types import StreamOpener
 
-__all__ = ["Evaluation", "EvalResult", "ProviderLimiter", "StreamOpener", "scorer_hash"]
+__all__ = ["Evaluation", "EvalResult", "ProviderLimiter", "scorer_hash"]
 
 _CONTENT = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio", "image"})
 

@@ -46,10 +46,6 @@ class Score:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Score:
-        return cls(data["name"], data["score"], data["passed"], data["reason"], data.get("cost", 0.0))
-
 
 class Scorer:
     """``spec`` names the scorer and its settings: a change of spec re-scores stored replies."""
