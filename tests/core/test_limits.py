@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from relay.http.limits import LocalUserLimits, UserLimiter, check_size, metered
 from relay.session.local_backend import LocalBackend
 from relay.types import Batches
 from tests.fakes.openai_upstream import ServerThread
+from tests.waiting import await_until
 
 
 class Clock:
@@ -139,10 +139,13 @@ def serve(tmp_path: Path, limits: dict[str, Any]) -> Iterator[str]:
 
 async def until_served(http: httpx.AsyncClient, body: dict[str, Any], deadline_s: float = 10.0) -> httpx.Response:
     """Retry a 429 until it is served: a lease is released when the server notices the stream ended."""
-    deadline = time.monotonic() + deadline_s
-    while (response := await http.post("/api/streaming/chat", json=body)).status_code == 429:
-        assert time.monotonic() < deadline, "the lease was never released"
-        await asyncio.sleep(0.02)
+    response = await await_until(
+        lambda: http.post("/api/streaming/chat", json=body),
+        timeout_s=deadline_s,
+        interval_s=0.02,
+        what="the lease to be released",
+        done=lambda response: response.status_code != 429,
+    )
     assert response.status_code == 200
     return response
 

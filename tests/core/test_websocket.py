@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from relay.http.detached import QUEUED_EVENTS
 from relay.http.websocket import OUTBOX_SIZE
 from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
+from tests.waiting import await_until
 
 WORDS = " ".join(f"word{i}" for i in range(60))
 
@@ -65,15 +66,6 @@ def text(messages: list[dict[str, Any]]) -> str:
 
 def events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m["data"]["event_data"] for m in messages if m["message_type"] == "stream_event"]
-
-
-async def until(condition: Callable[[], Any], deadline_s: float = 10.0) -> Any:
-    """Wait for ``condition()`` to be truthy, checking as often as the loop allows, for at most ``deadline_s``."""
-    deadline = time.monotonic() + deadline_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.005)
-    return value
 
 
 def run_status(backend: LocalBackend, run_id: str) -> str:
@@ -232,7 +224,10 @@ async def test_a_run_that_asked_not_to_resume_is_cancelled_with_its_socket(url: 
         await send(ws, "chat_request", "r1", messages=[{"role": "user", "content": WORDS}], options=options)
         run_id = events(await read_until_texts(ws, "r1", 2))[0]["run_id"]
         ws.transport.abort()
-    assert await until(lambda: run_status(backend, run_id) != "running") and run_status(backend, run_id) == "cancelled"
+    await await_until(
+        lambda: run_status(backend, run_id) != "running", timeout_s=10, interval_s=0.005, what="the run to end"
+    )
+    assert run_status(backend, run_id) == "cancelled"
 
 
 async def test_cancel_reaches_the_upstream(url: str, fake_openai: tuple[FakeOpenAI, str]) -> None:
@@ -247,8 +242,11 @@ async def test_cancel_reaches_the_upstream(url: str, fake_openai: tuple[FakeOpen
             messages=[{"role": "user", "content": marker}],
             options={"model": "fake-hang"},
         )
-        record = await until(
-            lambda: next((r for r in fake.requests if marker in str((r["body"] or {}).get("messages"))), None)
+        record = await await_until(
+            lambda: next((r for r in fake.requests if marker in str((r["body"] or {}).get("messages"))), None),
+            timeout_s=10,
+            interval_s=0.005,
+            what="the request to reach the upstream",
         )
         assert not record["disconnected"].is_set()
         sent = time.monotonic()
@@ -284,10 +282,12 @@ async def test_a_slow_reader_holds_the_stream_back_then_gets_all_of_it(url: str,
         )
 
         # Wait until the server's queue for this socket is full and the provider has produced the whole reply.
-        deadline = time.monotonic() + 30
-        while (now := await stats())["websocket"]["queued_messages"] < OUTBOX_SIZE or completed(now) == echoed:
-            assert time.monotonic() < deadline, now
-            await asyncio.sleep(0.01)
+        now = await await_until(
+            stats,
+            timeout_s=30,
+            what="a full outbox and the whole reply produced",
+            done=lambda now: now["websocket"]["queued_messages"] >= OUTBOX_SIZE and completed(now) != echoed,
+        )
         [run] = backend.store.runs("slow-reader")
         assert run["status"] == "running"  # held back: the run waits for the reader instead of queueing the reply
         assert now["websocket"]["queued_events"] < 2 * QUEUED_EVENTS and now["websocket"]["messages_sent"] < 12_000
