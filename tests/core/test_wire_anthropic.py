@@ -1,9 +1,8 @@
-"""Translation between Relay's OpenAI-shaped requests and the Anthropic wire, and media normalization."""
+"""Translation between Relay's OpenAI-shaped requests and the Anthropic wire (``relay.wire.anthropic``)."""
 
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,7 +10,6 @@ import pytest
 
 from relay.errors import InvalidRequest, Overloaded, ProviderError, UnsupportedFeature
 from relay.events import finish, reasoning_delta, text_delta
-from relay.providers.media import MediaPolicy, normalize_messages
 from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.wire.anthropic import (
@@ -25,7 +23,7 @@ from relay.wire.anthropic import (
     from_anthropic_messages,
     to_anthropic_request,
 )
-from relay.wire.openai import OpenAIStream, prepare_messages
+from relay.wire.openai import prepare_messages
 from tests.cases import PDF, PNG, WEATHER_TOOL
 
 
@@ -392,7 +390,7 @@ def test_structured_tool_input_streams_as_text() -> None:
     assert events[0] == {"type": "text-delta", "content": '{"n": 1}'} and events[-1]["reason"] == "stop"
 
 
-def test_citations_from_both_wires() -> None:
+def test_citations_from_the_anthropic_stream() -> None:
     citation = {
         "type": "char_location",
         "cited_text": "grass is green",
@@ -415,60 +413,3 @@ def test_citations_from_both_wires() -> None:
             "end_index": 14,
         }
     ]
-    annotation = {
-        "type": "url_citation",
-        "url_citation": {"url": "https://e.com", "title": "E", "start_index": 1, "end_index": 4},
-    }
-    assert OpenAIStream().feed({"choices": [{"index": 0, "delta": {"annotations": [annotation]}}]}) == [
-        {"type": "citation", "url": "https://e.com", "title": "E", "start_index": 1, "end_index": 4}
-    ]
-
-
-def test_openai_text_files_travel_as_text() -> None:
-    text_file = {
-        "type": "file",
-        "file": {"file_data": "data:text/plain;base64," + base64.b64encode(b"hi").decode(), "filename": "n.txt"},
-    }
-    pdf = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}"}}
-    [message] = prepare_messages([{"role": "user", "content": [text_file, pdf]}])
-    assert message["content"] == [{"type": "text", "text": "n.txt:\nhi"}, pdf]
-
-
-def test_media_paths_urls_and_seed_fields(tmp_path: Path) -> None:
-    image = tmp_path / "cat.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    doc = tmp_path / "report.pdf"
-    doc.write_bytes(b"%PDF-1.4 fake")
-    message = {
-        "role": "user",
-        "content": "Describe",
-        "images": [str(image), "https://e.com/x.jpg"],
-        "files": [str(doc)],
-    }
-    [out] = normalize_messages([message], MediaPolicy(allowed_dirs=(tmp_path,)))
-    assert out["content"][0] == {"type": "text", "text": "Describe"}
-    assert (
-        out["content"][1]["image_url"]["url"]
-        == f"data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"
-    )
-    assert out["content"][2]["image_url"]["url"] == "https://e.com/x.jpg"
-    assert out["content"][3] == {
-        "type": "file",
-        "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "report.pdf"},
-    }
-    assert "images" not in out and "files" not in out
-
-
-def test_media_refuses_paths_outside_the_allowed_dirs(tmp_path: Path) -> None:
-    message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}
-    with pytest.raises(InvalidRequest) as exc:
-        normalize_messages([message], MediaPolicy())
-    assert exc.value.param == "messages[0].content[0].image_url" and "not accepted" in exc.value.message
-    with pytest.raises(InvalidRequest) as bad:
-        normalize_messages(
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64"}}]}],
-            MediaPolicy(),
-        )
-    assert "data URI" in bad.value.message
-    with pytest.raises(UnsupportedFeature):
-        normalize_messages([{"role": "user", "content": "x", "videos": ["a.mp4"]}], MediaPolicy())
