@@ -24,6 +24,7 @@ from relay.http.openai_api import openai_routes
 from relay.http.openapi import openapi_route
 from relay.http.playground import playground_routes
 from relay.http.providers_api import provider_routes
+from relay.http.responses_api import responses_routes
 from relay.http.sessions_api import session_routes
 from relay.http.streaming_api import streaming_routes
 from relay.http.websocket import WebSocketManager
@@ -71,6 +72,7 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
     routes: list[BaseRoute] = [
         WebSocketRoute("/api/streaming/ws/{user_id}", websockets.handle),
         *openai_routes(gateway),
+        *responses_routes(gateway),
         *anthropic_routes(gateway),
         *streaming_routes(gateway),
         *provider_routes(gateway),

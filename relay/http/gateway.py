@@ -181,21 +181,41 @@ class Gateway:
         session_id: str | None = None,
         user_id: str | None = None,
     ) -> ChatRequest:
+        """A chat body as a ``ChatRequest``, planned (``plan``)."""
+
+        def make(provider: str, resolved: str | None) -> ChatRequest:
+            return to_chat_request(body, provider=provider, model=resolved, media=self.media)
+
+        return await self.plan(
+            make, model, provider_id, body.fallbacks, body.relay_tools, session_id=session_id, user_id=user_id
+        )
+
+    async def plan(
+        self,
+        make: Callable[[str, str | None], ChatRequest],
+        model: str | None,
+        provider_id: str | None,
+        fallbacks: list[str],
+        relay_tools: list[str] | None,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> ChatRequest:
         """Resolve the provider (or route) and its fallback chain, enable the run's server-side tools, and refuse
-        unsupported features before any upstream call."""
+        unsupported features before any upstream call. ``make`` builds the request for the resolved provider."""
         route = self.planner.route(model, provider_id)
         if route is not None:
             plan, providers = await self.planner.route_plan(route, self.resolve)
             first = plan.pools[0]
-            chat = to_chat_request(body, provider=first.provider, model=first.model, media=self.media)
+            chat = make(first.provider, first.model)
             chat.route, chat.pool_app = plan, first.pool_app
-            fallbacks = body.fallbacks or route.fallbacks
+            fallbacks = fallbacks or route.fallbacks
             self.planner.apply_cache(chat, route)
         else:
             provider, resolved = await self.resolve(model, provider_id)
-            chat = to_chat_request(body, provider=provider.provider_id, model=resolved, media=self.media)
+            chat = make(provider.provider_id, resolved)
             chat.pool_app = provider.pool_app
-            fallbacks, providers = body.fallbacks or provider.fallbacks, [provider]
+            fallbacks, providers = fallbacks or provider.fallbacks, [provider]
         chat.request_id = REQUEST_ID.get()
         for i, name in enumerate(fallbacks):
             try:
@@ -203,7 +223,7 @@ class Gateway:
             except NotFound:
                 raise InvalidRequest(f"Unknown fallback provider '{name}'", param=f"fallbacks[{i}]") from None
             chat.fallbacks.append(Target(fallback.provider_id, fallback_model, fallback.pool_app))
-        self.planner.enable_tools(chat, body.relay_tools, session_id, user_id)
+        self.planner.enable_tools(chat, relay_tools, session_id, user_id)
         for provider in providers:
             check_features(provider, chat)
         return chat

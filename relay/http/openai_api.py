@@ -10,7 +10,7 @@ from relay.errors import InvalidRequest, from_event
 from relay.http.auth import identity_of
 from relay.http.encoders import OpenAIChunkEncoder, openai_completion
 from relay.http.gateway import SESSION_HEADER, SSE_HEADERS, Gateway, chain, collect, encoded, first_batch, session_id_of
-from relay.http.io import caller, error_response, read_json
+from relay.http.io import USER_HEADER, caller, error_response, read_json
 from relay.http.schemas import ChatCompletionBody, parse_body
 
 __all__ = ["openai_routes"]
@@ -22,7 +22,7 @@ def openai_routes(gateway: Gateway) -> list[Route]:
         if body.stream_options is not None and not body.stream:
             raise InvalidRequest("stream_options is only allowed when stream is true", param="stream_options")
         # OpenAI's ``user`` tags an end user; without auth it names the session's owner, with auth the key does.
-        owner = body.user if identity_of(request) is None else None
+        owner = body.user if identity_of(request) is None and USER_HEADER not in request.headers else None
         session_id, user_id = session_id_of(request.headers.get(SESSION_HEADER)), caller(request, owner)
         chat = await gateway.chat_request(body, body.model, None, session_id=session_id, user_id=user_id)
         run = await gateway.open_run(session_id=session_id, user_id=user_id, request=chat)
