@@ -26,7 +26,6 @@ from relay.errors import InvalidRequest, NotFound
 from relay.http.io import caller, int_param, read_json
 from relay.http.schemas import parse_body
 from relay.session.backend import Backend
-from relay.store.conversation_rows import conversation_rows
 from relay.wire.conversation_items import ItemRef, items_messages, message_items, parse_item_id
 from relay.wire.responses_input import call_ids
 
@@ -99,7 +98,7 @@ class ConversationRoutes:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.store = backend.store
-        self.rows = conversation_rows(backend.store)
+        self.rows = backend.store
 
     def _owned(self, request: Request) -> dict[str, Any]:
         """The caller's conversation named in the path, or the one 404 for missing, foreign and malformed ids."""

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from relay.http.conversations_api import AddItemsBody, CreateConversationBody, UpdateConversationBody
 from relay.http.schemas import ChatCompletionBody, MessagesBody, RegisterProviderBody, StreamingChatBody
 from relay.http.sessions_api import CreateSessionBody, PatchSessionBody
+from relay.wire.responses_input import ResponsesBody
 
 __all__ = ["OPERATIONS", "Operation", "openapi_route", "openapi_spec"]
 
@@ -187,6 +188,30 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/users/{user_id}/memories"): Operation("The caller's memories", "sessions", errors=(403,)),
     ("DELETE", "/api/users/{user_id}/memories"): Operation(
         "Forget the caller's memories, or one (memory_id)", "sessions", errors=(403,), query={"memory_id": _STRING}
+    ),
+    ("POST", "/v1/responses"): Operation(
+        "OpenAI Responses: a run of a session actor, streamed (SSE events) or whole, chained or in a conversation",
+        "responses",
+        ResponsesBody,
+        {200: {_JSON: _ANY_OBJECT, _SSE: _SSE_EVENT}},
+        (*_CHAT_ERRORS, 409),
+    ),
+    ("GET", "/v1/responses/{response_id}"): Operation(
+        "A response; with stream=true a background response replayed from starting_after, then live",
+        "responses",
+        ok={200: {_JSON: _ANY_OBJECT, _SSE: _SSE_EVENT}},
+        errors=(400, 404),
+        query={"stream": _STRING, "starting_after": {"type": "integer", "minimum": -1}},
+    ),
+    ("DELETE", "/v1/responses/{response_id}"): Operation("Delete a response", "responses", errors=(404,)),
+    ("POST", "/v1/responses/{response_id}/cancel"): Operation(
+        "Cancel a background response (idempotent)", "responses", errors=(400, 404)
+    ),
+    ("GET", "/v1/responses/{response_id}/input_items"): Operation(
+        "The input items of a response and of the chain before it, paged",
+        "responses",
+        errors=(400, 404),
+        query={"after": _STRING, "limit": {"type": "integer", "minimum": 1, "maximum": 100}, "order": _STRING},
     ),
     ("POST", "/v1/conversations"): Operation(
         "Create a conversation (a session with a conv_ id), with up to 20 items",

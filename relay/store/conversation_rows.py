@@ -10,14 +10,11 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:  # base.py will import this module to mix it in
-    from relay.store.base import Store
-
-__all__ = ["ConversationRows", "conversation_rows"]
+__all__ = ["ConversationRows"]
 
 
 class ConversationRows(abc.ABC):
@@ -62,21 +59,3 @@ class ConversationRows(abc.ABC):
         if deleted:
             self._write("UPDATE sessions SET updated_at = ? WHERE session_id = ?", (time.time(), session_id))
         return deleted
-
-
-class _RowsOf(ConversationRows):
-    """The mixin's methods over a store that does not mix it in (yet): the same statements, the store's connection."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return self._store._rows(sql, args)
-
-    def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return self._store._write(sql, args)
-
-
-def conversation_rows(store: Store) -> ConversationRows:
-    """``store`` itself once ``Store`` has ``ConversationRows`` among its bases; until then a view over it."""
-    return store if isinstance(store, ConversationRows) else _RowsOf(store)
