@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from serve_app import app as relay_app
 from tests.conftest import pg_schema
 from tests.fakes.openai_upstream import FakeOpenAI, ServerThread
 from tests.integration.conftest import Relay
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -174,10 +174,13 @@ async def test_a_second_stream_waits_for_the_first(secure: Secure, http: httpx.A
         assert second.status_code == 429 and second.headers["retry-after"] == "1"
         assert "1 streams open" in second.json()["error"]["message"]
         await first.aread()
-    deadline = time.monotonic() + 30  # the lease is released when the ingress sees the stream end
-    while (again := await http.post("/api/streaming/chat", json=chat("two"), headers=dave)).status_code == 429:
-        assert time.monotonic() < deadline, "the stream's lease was never released"
-        await asyncio.sleep(0.05)
+    again = await await_until(  # the lease is released when the ingress sees the stream end
+        lambda: http.post("/api/streaming/chat", json=chat("two"), headers=dave),
+        timeout_s=30,
+        interval_s=0.05,
+        what="the stream's lease to be released",
+        done=lambda response: response.status_code != 429,
+    )
     assert again.status_code == 200
 
 
@@ -220,13 +223,15 @@ async def test_prometheus_metrics_come_from_the_ingress_and_the_pools(secure: Se
         "ray_relay_pool_replicas": 'provider="echo"',
     }
     missing = dict(wanted)
-    deadline = time.monotonic() + 90  # Ray's agent exports every few seconds; the gauges update every 5 s
-    while missing:
-        assert time.monotonic() < deadline, f"never exported: {sorted(missing)}"
+
+    async def not_exported() -> list[str]:
         for name, label in list(missing.items()):
             if any(label in line for line in await asyncio.to_thread(metric_lines, name)):
                 del missing[name]
-        await asyncio.sleep(1.0)
+        return sorted(missing)
+
+    # Ray's agent exports every few seconds; the gauges update every 5 s
+    await await_until(not_exported, timeout_s=90, interval_s=1.0, what="all exported", done=lambda left: not left)
     ok = [line for line in metric_lines("ray_relay_http_requests_total") if 'status="200"' in line]
     assert ok and all(float(line.rsplit(" ", 1)[1]) >= 1 for line in ok)
 
@@ -241,14 +246,13 @@ async def test_one_request_id_in_the_ingress_and_pool_logs_and_no_key_in_any_log
     refused = await http.post("/api/streaming/chat", json=chat("x"), headers={"x-api-key": secure.keys["alice"] + "x"})
     assert refused.status_code == 401
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
-    deadline = time.monotonic() + 60
-    while True:
-        lines = await asyncio.to_thread(grep, logs, request_id)
-        loggers = {line.get("logger") for line in lines}
-        if {"relay.ingress", "relay.providers.telemetry"} <= loggers:
-            break
-        assert time.monotonic() < deadline, f"only {loggers} logged {request_id}"
-        await asyncio.sleep(0.5)
+    lines = await await_until(
+        lambda: asyncio.to_thread(grep, logs, request_id),
+        timeout_s=60,
+        interval_s=0.5,
+        what=f"the ingress and the pool to log {request_id}",
+        done=lambda lines: {"relay.ingress", "relay.providers.telemetry"} <= {line.get("logger") for line in lines},
+    )
     pool_line = next(line for line in lines if line.get("logger") == "relay.providers.telemetry")
     assert pool_line["provider"] == "echo" and pool_line["output_tokens"] > 0
     secrets = [PLANTED_PROVIDER_KEY, *secure.keys.values()]

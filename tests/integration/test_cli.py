@@ -7,13 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.conftest import Relay
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,11 +83,12 @@ def test_ctrl_c_on_dev_serve_stops_everything_in_one_line(tmp_path: Path) -> Non
         process_group=0,
     )
     try:
-        deadline = time.monotonic() + 240
-        while not _answers(f"http://127.0.0.1:{port}/healthz"):
-            assert server.poll() is None, server.communicate()[0]
-            assert time.monotonic() < deadline, "relay serve did not answer /healthz"
-            time.sleep(0.5)  # the poll interval; /healthz answering is the synchronisation
+
+        def answers() -> bool:
+            assert server.poll() is None, server.communicate()[0]  # it died: say why at once
+            return _answers(f"http://127.0.0.1:{port}/healthz")
+
+        wait_until(answers, timeout_s=240, interval_s=0.5, what="relay serve to answer /healthz")
         os.killpg(server.pid, signal.SIGINT)
         output, _ = server.communicate(timeout=120)
     finally:

@@ -13,7 +13,6 @@ import contextlib
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ import pytest
 
 from relay.store import open_store
 from tests.integration.conftest import Relay
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,6 @@ async def tune(relay: Relay) -> AsyncIterator[Tune]:
     yield apply
     for previous in reversed(replaced):
         await relay.directory.tune.remote(**previous)
-
-
-async def until(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], within_s: float = 60.0) -> T:
-    """Poll ``probe`` until ``done`` holds; the deadline is generous, the event is what the test waits for."""
-    deadline = time.monotonic() + within_s
-    while not done(value := await probe()):
-        assert time.monotonic() < deadline, f"still waiting after {within_s} s; last value: {value}"
-        await asyncio.sleep(0.1)
-    return value
 
 
 async def chat(http: httpx.AsyncClient, sid: str | None, text: str, user: str = "cycler") -> tuple[str, dict[str, Any]]:
@@ -93,7 +84,7 @@ async def nothing_live(relay: Relay) -> None:
         await relay.directory.passivate_idle.remote(0.0)
         return int((await relay.directory.stats.remote())["live"])
 
-    await until(passivate, lambda count: count == 0)
+    await await_until(passivate, timeout_s=60, interval_s=0.1, what="no live session", done=lambda count: count == 0)
 
 
 async def test_the_live_cap_passivates_least_recently_used_idle_sessions(
@@ -123,7 +114,13 @@ async def test_the_live_cap_passivates_least_recently_used_idle_sessions(
         assert stats["live"] == 2 and stats["lru_passivations"] == start["lru_passivations"] + 3
 
     store = open_store(relay.store_url)
-    runs = await until(lambda: asyncio.to_thread(store.runs, a), lambda runs: runs[-1]["status"] != "running")
+    runs = await await_until(
+        lambda: asyncio.to_thread(store.runs, a),
+        timeout_s=60,
+        interval_s=0.1,
+        what="the run to end",
+        done=lambda runs: runs[-1]["status"] != "running",
+    )
     assert runs[-1]["status"] == "cancelled" and runs[-1]["output"] == "hold "  # the caller closed the stream
 
     _, again = await chat(http, b, "beta again")  # reactivated from the store with its whole history
@@ -141,7 +138,13 @@ async def test_the_idle_ttl_passivates_idle_sessions_by_the_timer(
         assert await live(relay, busy, idle) == [True, True]
 
         await tune(idle_ttl_s=1.0)
-        await until(lambda: directory.locate.remote(idle), lambda actor: actor is None)
+        await await_until(
+            lambda: directory.locate.remote(idle),
+            timeout_s=60,
+            interval_s=0.1,
+            what="the idle session passivated",
+            done=lambda actor: actor is None,
+        )
         # the same sweep saw the busy session (handed out earlier, so just as idle by the clock) and kept it
         assert await live(relay, busy) == [True]
         after = await directory.stats.remote()
@@ -162,7 +165,13 @@ async def test_retention_deletes_old_stored_sessions_and_keeps_live_ones(
     store = open_store(relay.store_url)
 
     await tune(retention_days=1e-9)  # every session untouched for ~0.1 ms is past retention
-    await until(lambda: asyncio.to_thread(store.get_session, old), lambda row: row is None)
+    await await_until(
+        lambda: asyncio.to_thread(store.get_session, old),
+        timeout_s=60,
+        interval_s=0.1,
+        what="the expired session deleted",
+        done=lambda row: row is None,
+    )
     assert store.messages(old) == [] and store.runs(old) == []
     assert store.get_session(kept) is not None and await live(relay, kept) == [True]  # live: kept
     assert (await directory.stats.remote())["expired"] > before["expired"]
@@ -202,7 +211,7 @@ async def test_stats_and_relay_status_count_live_passivated_and_pooled(relay: Re
     def settled(snap: dict[str, Any]) -> bool:  # the pool refills in the background; compare once it is still
         return snap["first"]["creating"] == 0 and all(snap["first"][k] == snap["last"][k] for k in COUNTED)
 
-    snap = await until(snapshot, settled, within_s=120)
+    snap = await await_until(snapshot, timeout_s=120, interval_s=0.1, what="the counters to settle", done=settled)
     api, hosted = snap["api"], snap["hosted"]
     assert api["live"] == sum(map(len, hosted)) == 2
     assert {sid for on_actor in hosted for sid in on_actor} == set(sids[1:])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -11,6 +10,7 @@ import orjson
 import pytest
 
 from tests.integration.conftest import Relay
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,12 @@ async def test_least_busy_reads_the_pools_counters_across_processes(relay: Relay
         # two streams straight to the up pool, around the route, waiting on a hanging upstream (no headers yet:
         # the ingress holds them until the first token, so they run as tasks)
         held = [asyncio.create_task(turn(http, "up/fake-hang", f"hold {i}")) for i in range(2)]
-        deadline = time.monotonic() + 60
-        while sum(r["body"].get("model") == "fake-hang" for r in relay.upstream.requests) < before + 2:
-            assert time.monotonic() < deadline, "the held streams never reached the upstream"
-            await asyncio.sleep(0.05)
+        await await_until(
+            lambda: sum(r["body"].get("model") == "fake-hang" for r in relay.upstream.requests) >= before + 2,
+            timeout_s=60,
+            interval_s=0.05,
+            what="the held streams to reach the upstream",
+        )
         first = await turn(http, "duo", "who serves")
         session_id = first.headers["x-session-id"]
         rest = [await turn(http, "duo", f"who serves {i}", session_id) for i in range(3)]

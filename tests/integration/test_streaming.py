@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -20,19 +19,11 @@ from relay.store import open_store
 from tests.cases import WEATHER_TOOL
 from tests.fakes.openai_upstream import ServerThread
 from tests.integration.conftest import Relay
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.integration
 
 WORDS = " ".join(f"w{i}" for i in range(80))
-
-
-async def until(condition: Callable[[], Any], deadline_s: float = 30.0) -> Any:
-    """Wait for ``condition()`` to be truthy, for at most ``deadline_s``."""
-    deadline = time.monotonic() + deadline_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
-    return value
 
 
 def ws_message(message_type: str, request_id: str, **data: Any) -> str:
@@ -193,8 +184,11 @@ async def test_a_websocket_cancel_reaches_the_upstream_through_serve(relay: Rela
                 options={"model": "fake-hang"},
             )
         )
-        record = await until(
-            lambda: next((r for r in relay.upstream.requests if marker in str((r["body"] or {}).get("messages"))), None)
+        requests = relay.upstream.requests
+        record = await await_until(
+            lambda: next((r for r in requests if marker in str((r["body"] or {}).get("messages"))), None),
+            timeout_s=30,
+            what="the request to reach the upstream",
         )
         assert not record["disconnected"].is_set()
         sent = time.monotonic()
