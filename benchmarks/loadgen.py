@@ -77,6 +77,20 @@ class _Stream:
         self.usage_tokens: int | None = None
         self.done = False
 
+    def feed_responses(self, data: str, started: float) -> None:
+        """A Responses API event (``/v1/responses``): text deltas, then one terminal event."""
+        event = orjson.loads(data)
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            if self.ttft is None:
+                self.ttft = time.perf_counter() - started
+            self.text.append(event["delta"])
+        elif kind == "response.completed":
+            self.finish, self.done = "stop", True
+            self.usage_tokens = (event["response"].get("usage") or {}).get("output_tokens")
+        elif kind in ("response.failed", "response.incomplete", "error"):
+            raise RuntimeError(f"{kind}: {data[:200]}")
+
     def feed(self, data: str, started: float) -> None:
         chunk = orjson.loads(data)
         if "error" in chunk:
@@ -93,9 +107,12 @@ class _Stream:
                 self.finish = choice["finish_reason"]
 
 
-async def _one_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[_Stream, float]:
+async def _one_stream(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], wire: str = "chat"
+) -> tuple[_Stream, float]:
     started = time.perf_counter()
     stream = _Stream()
+    feed = stream.feed_responses if wire == "responses" else stream.feed
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             detail = (await response.aread())[:200].decode(errors="replace")
@@ -107,7 +124,9 @@ async def _one_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any])
             if data == "[DONE]":
                 stream.done = True
                 break
-            stream.feed(data, started)
+            feed(data, started)
+            if stream.done:
+                break
     return stream, time.perf_counter() - started
 
 
@@ -122,6 +141,7 @@ async def run_load(
     headers: dict[str, str] | None = None,
     include_usage: bool = False,
     timeout_s: float = 300.0,
+    wire: str = "chat",
 ) -> LoadReport:
     """``concurrency`` clients each run ``rounds`` streams back to back; ``expected(tag)`` is a stream's exact text.
 
@@ -146,8 +166,10 @@ async def run_load(
             body: dict[str, Any] = {"model": model, "stream": True, "messages": [{"role": "user", "content": tag}]}
             if include_usage:
                 body["stream_options"] = {"include_usage": True}
+            if wire == "responses":  # the same request on the Responses wire: usage always comes at the end
+                body = {"model": model, "stream": True, "input": tag, "store": False}
             try:
-                stream, duration = await _one_stream(client, url, body)
+                stream, duration = await _one_stream(client, url, body, wire)
             except (httpx.HTTPError, RuntimeError, orjson.JSONDecodeError) as exc:
                 failed(f"{type(exc).__name__}: {exc}"[:300])
                 continue

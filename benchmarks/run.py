@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -68,6 +68,7 @@ class Target:
     cpu_root: int | None = None  # the gateway's process tree
     actors: Callable[[], CpuSample] | None = None  # Relay's session actors
     stats_url: str | None = None  # Relay's /api/stats: the warm-up waits for its session directory
+    wire: str = "chat"  # "responses": the same streams through /v1/responses
 
 
 class Processes:
@@ -213,7 +214,8 @@ def measure(
             expected=partial(reply_text, tokens=args.tokens),
             tokens=args.tokens,
             headers=target.headers,
-            include_usage=args.include_usage,
+            include_usage=args.include_usage and target.wire == "chat",
+            wire=target.wire,
         )
     )
     wall = time.perf_counter() - started
@@ -237,6 +239,7 @@ def warm_up(target: Target, args: argparse.Namespace) -> None:
         "rounds": 1,
         "expected": partial(reply_text, tokens=args.tokens),
         "headers": target.headers,
+        "wire": target.wire,
     }
     report = asyncio.run(run_load(target.url, **options))
     deadline = time.monotonic() + 120
@@ -291,7 +294,11 @@ def running_targets(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[i
         targets = [Target("direct", f"{upstream_url}/v1/chat/completions", "fake")]
         if args.litellm:
             targets += [start_litellm(procs, upstream_url, workers) for workers in args.litellm_workers]
-        targets.append(start_relay(procs, upstream_url, args))
+        relay = start_relay(procs, upstream_url, args)
+        targets.append(relay)
+        if args.responses:  # the same Relay, the Responses wire: its encoder against the chunk encoder, side by side
+            responses_url = relay.url.replace("/v1/chat/completions", "/v1/responses")
+            targets.append(replace(relay, name="relay responses", url=responses_url, wire="responses"))
         yield upstream_pid, targets
     except BaseException:
         for name in procs.exited():
@@ -359,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-key", default=os.environ.get("RELAY_API_KEY"), help="default: $RELAY_API_KEY")
     parser.add_argument("--relay-model", default="bench", help="the provider id to register")
     parser.add_argument("--litellm", action="store_true", help=f"also measure LiteLLM ({LITELLM_PIN})")
+    parser.add_argument("--responses", action="store_true", help="also stream through /v1/responses (same Relay)")
     parser.add_argument("--litellm-workers", type=_ints, default=[1], help="e.g. 1,2: one proxy per count")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 
 import httpx
 import openai
@@ -15,6 +16,9 @@ import pytest
 from benchmarks.fake_upstream import FakeUpstream, reply_text
 from benchmarks.loadgen import LoadReport, percentile, run_load
 from benchmarks.report import markdown_table
+from relay.config import ProviderConfig, RelaySettings
+from relay.http.app import build_app
+from relay.session.local_backend import LocalBackend
 from tests.fakes.openai_upstream import ServerThread
 
 TOKENS = 5
@@ -102,3 +106,15 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([3.0, 1.0, 2.0], 0.99) == 3.0
     assert percentile([float(v) for v in range(1, 101)], 0.99) == 99.0
+
+
+async def test_the_responses_wire_is_measured_through_relay(upstream: str, tmp_path: Path) -> None:
+    """``run.py --responses``: the same streams through ``/v1/responses``, each text checked exactly."""
+    provider = ProviderConfig(provider_id="bench", provider_type="openai_compatible", base_url=f"{upstream}/v1")
+    settings = RelaySettings(store_url=f"sqlite:///{tmp_path}/relay.db", providers=[provider])
+    with ServerThread(build_app(LocalBackend(settings))) as relay:
+        report = await run_load(
+            f"{relay.url}/v1/responses", model="bench", concurrency=2, rounds=2, expected=EXPECTED, wire="responses"
+        )
+    assert (report.streams, report.ok, report.errors, report.inexact) == (4, 4, 0, 0), report.error_samples
+    assert report.chars == 4 * len(reply_text("x" * TAG_LENGTH, TOKENS))
