@@ -33,7 +33,7 @@ from ray.actor import ActorHandle
 from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_cap_for
 from relay.errors import Conflict, InvalidRequest, Overloaded
 from relay.providers import adapter_class
-from relay.providers.catalog import ProviderRegistry
+from relay.providers.catalog import ProviderCatalog
 from relay.store import open_store
 
 from .names import registered_app_name
@@ -86,7 +86,7 @@ class SessionDirectory:
         self.providers: dict[str, ProviderConfig] = {
             p.provider_id: p.model_copy(update={"pool_app": app_name, "api_key": None}) for p in settings.providers
         }
-        self.registry = ProviderRegistry(self.store, settings)
+        self.registry = ProviderCatalog(self.store, settings)
         self.counters = {
             "activations": 0,
             "reactivations": 0,

@@ -1,4 +1,4 @@
-"""Provider adapters, one module per wire format, and the registry that names them.
+"""Provider adapters, one module per wire format, and the table that names them by provider_type.
 
 An adapter class is found by ``provider_type``: the built-ins below, classes
 added with ``register_adapter``, and the ``relay.providers`` entry point group

@@ -11,10 +11,10 @@ from relay.errors import Conflict, NotFound
 from relay.providers.sealing import SecretBox
 from relay.store import Store
 
-__all__ = ["ProviderRegistry"]
+__all__ = ["ProviderCatalog"]
 
 
-class ProviderRegistry:
+class ProviderCatalog:
     def __init__(self, store: Store, settings: RelaySettings) -> None:
         self.store = store
         self.configured = {p.provider_id for p in settings.providers}

@@ -10,7 +10,7 @@ from typing import Any
 
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Conflict, NotFound
-from relay.providers.catalog import ProviderRegistry
+from relay.providers.catalog import ProviderCatalog
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.request import ChatRequest, Target
@@ -30,7 +30,7 @@ class LocalBackend(StoredSessions):
         self.store = store or open_store(settings.store_url)
         self.configs = list(settings.providers)
         self.gauge = LoadGauge(settings.coalesce_base_s, settings.coalesce_per_window)
-        self.registry = ProviderRegistry(self.store, settings)
+        self.registry = ProviderCatalog(self.store, settings)
         self.configs += self.registry.load()
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
