@@ -10,6 +10,12 @@ into SSE frames while folding them into the Response; a non-streamed body is
   sequence numbers ``<= N`` dropped (``replay``). ``completed_at`` is the one
   clock reading: when replaying a finished response pass a ``clock`` that
   returns the stored value.
+- Frames depend on the events alone, never on how they are batched: each
+  text-delta is its own ``output_text.delta``. A resumed stream gets the run
+  log in other batches than the first reader did (a tail's catch-up is one
+  batch), and joining a batch's deltas shifted every later sequence number, so
+  ``starting_after`` skipped text never sent. Under load the provider's
+  coalescer already joins adjacent deltas into one event, before the run log.
 - A new item closes the open one with its ``.done`` events first (§3 rules 2, 5).
   Relay adapters emit one tool call's deltas contiguously; a delta for a call
   already closed is dropped.
@@ -176,23 +182,17 @@ class ResponsesEncoder:
             out = bytearray(self.start() if self._phase == "new" else self.begin())
         else:
             out = bytearray()
-        text: list[str] = []
         handlers = self._handlers
         for event in batch:
             kind = event["type"]
             if kind == "text-delta":
-                text.append(event["content"])
+                out += self._text(event["content"])
                 continue
-            if text:
-                out += self._text("".join(text))
-                text = []
             handler = handlers.get(kind)
             if handler is not None:
                 out += handler(event)
                 if self._phase == "done":
                     return bytes(out)
-        if text:
-            out += self._text("".join(text))
         return bytes(out)
 
     # -- items ---------------------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ def test_text_sequence_a() -> None:
                 "response.content_part.added",
                 "response.output_text.delta",
                 "response.output_text.delta",
+                "response.output_text.delta",
                 "response.output_text.done",
                 "response.content_part.done",
                 "response.output_item.done",
@@ -103,12 +104,12 @@ def test_text_sequence_a() -> None:
         "status": "in_progress",
         "content": [],
     }
-    # consecutive text-deltas of one batch coalesce into one event, as OpenAIChunkEncoder joins them
-    assert [e["delta"] for e in events[4:6]] == ["Hello", "!"]
-    assert all(e["item_id"] == item_id for e in events[3:8])
-    assert all(e["logprobs"] == [] for e in events[4:7])
-    assert events[6]["text"] == "Hello!"
-    assert events[8]["item"]["status"] == "completed"
+    # one frame per text-delta event, whatever the batches (test_frames_do_not_depend_on_batching)
+    assert [e["delta"] for e in events[4:7]] == ["Hel", "lo", "!"]
+    assert all(e["item_id"] == item_id for e in events[3:9])
+    assert all(e["logprobs"] == [] for e in events[4:8])
+    assert events[7]["text"] == "Hello!"
+    assert events[9]["item"]["status"] == "completed"
     final = events[-1]["response"]
     assert final == encoder.response
     assert final["status"] == "completed" and final["completed_at"] == 1700000009
@@ -119,7 +120,7 @@ def test_text_sequence_a() -> None:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 10,
     }
-    assert encoder.sequence == 10
+    assert encoder.sequence == 11
 
 
 def test_usage_null_until_terminal_and_output_empty_in_lifecycle_events() -> None:
@@ -343,6 +344,23 @@ def test_deterministic_and_replay_drops_through_starting_after() -> None:
     assert replay(_encoder(), batches, starting_after=-1) == first
 
 
+def test_frames_do_not_depend_on_batching() -> None:
+    """A resumed stream re-batches the run log (a tail's catch-up is one batch): the frames must be the same.
+
+    Joining a batch's text-deltas into one frame shifted the later sequence numbers, so a reader resuming with
+    ``starting_after`` lost the text between (tests/integration/test_responses_serve.py found it through Serve).
+    """
+    events = [event for batch in REASONING[:2] + TEXT for event in batch if event["type"] != "finish"]
+    events.append({"type": "finish", "reason": "stop"})
+    one_by_one = _run([[event] for event in events])[1]
+    assert _run([events])[1] == one_by_one
+    assert _run([events[:3], events[3:5], events[5:]])[1] == one_by_one
+    live = _events(_run([events[:4], events[4:]])[1])
+    seen = max(e["sequence_number"] for e in live if e["type"] == "response.output_text.delta")
+    resumed = _events(replay(_encoder(), [events], starting_after=seen - 1))
+    assert resumed == [e for e in live if e["sequence_number"] >= seen]
+
+
 def test_queued_background_start() -> None:
     skeleton = response_skeleton(response_id=RESP, created_at=1, model="m", background=True, queued=True)
     encoder = ResponsesEncoder(skeleton)
@@ -400,8 +418,8 @@ def test_openai_stream_helper_accepts_the_bytes(batches: list[list[dict[str, Any
 def test_openai_raw_stream_and_non_stream_body() -> None:
     encoder, out = _run(TEXT)
     events = list(_client(out, "text/event-stream").responses.create(model="relay-test", input="hi", stream=True))
-    assert [e.sequence_number for e in events] == list(range(10))
-    assert events[4].type == "response.output_text.delta" and events[4].delta == "Hello"
+    assert [e.sequence_number for e in events] == list(range(11))
+    assert events[4].type == "response.output_text.delta" and events[4].delta == "Hel"
     body = orjson.dumps(encoder.response)
     response = _client(body, "application/json").responses.create(model="relay-test", input="hi")
     assert response.output_text == "Hello!" and response.status == "completed"
