@@ -88,6 +88,7 @@ class SessionDirectory:
         }
         self.registry = ProviderCatalog(self.store, settings)
         self.counters = {
+            "lookups": 0,  # activate calls, live sessions included: what the ingress's placements spare
             "activations": 0,
             "reactivations": 0,
             "passivations": 0,
@@ -103,6 +104,7 @@ class SessionDirectory:
     # activation
 
     async def activate(self, session_id: str | None, user_id: str) -> tuple[str, ActorHandle]:
+        self.counters["lookups"] += 1
         if session_id is None:
             session_id = self.store.create_session(user_id)["session_id"]
         elif (entry := self.live.get(session_id)) is not None:
@@ -235,13 +237,33 @@ class SessionDirectory:
             return 0
         passivated = 0
         async with self._room:
-            for session_id in list(self.live):  # oldest use first
+            for session_id in await self._least_recently_used():
                 if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
                     break
                 if await self._passivate(session_id, 0.0):
                     passivated += 1
         self.counters["lru_passivations"] += passivated
         return passivated
+
+    async def _least_recently_used(self) -> list[str]:
+        """Live sessions, least recently used first, by what their actors report.
+
+        The ingress calls a live session's actor directly (``RayBackend.placements``), so the directory does not see
+        every use: each actor tells how long each of its sessions has been idle (an age, comparable across nodes).
+        """
+
+        async def ages(host: _Host) -> dict[str, float]:
+            try:
+                return dict(await asyncio.wait_for(host.actor.idle_ages.remote(), timeout=5.0))
+            except Exception:
+                return {}
+
+        reported: dict[str, float] = {}
+        for found in await asyncio.gather(*(ages(host) for host in list(self.hosts))):
+            reported |= found
+        # The directory's own order (activations) breaks ties and places sessions whose actor did not answer.
+        rank = {session_id: i for i, session_id in enumerate(self.live)}
+        return sorted(rank, key=lambda sid: (-reported.get(sid, float("inf")), rank[sid]))
 
     async def _passivate(self, session_id: str, min_idle_s: float) -> bool:
         entry = self.live.get(session_id)

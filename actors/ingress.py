@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from typing import Any
 
 import ray
 from ray import serve
+from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
@@ -33,6 +35,8 @@ __all__ = ["DisconnectOnCancel", "Ingress", "RayBackend"]
 
 log = logging.getLogger("relay.ingress")
 
+# Placements remembered per ingress replica; an evicted one costs its next turn a directory call, nothing more.
+MAX_PLACEMENTS = 100_000
 REPORT_INTERVAL_S = 5.0  # Ray's metrics agent exports every few seconds; gauges need not change faster
 
 
@@ -44,6 +48,10 @@ class RayBackend(StoredSessions):
         self.active = 0
         self._providers: list[ProviderConfig] | None = None
         self.pool_handles = PoolHandles()
+        # Live sessions this replica has run: a turn of one calls its actor directly, not the directory (one Ray
+        # round trip instead of two, and no single replica on every turn's path). The directory still owns
+        # activation: a moved or dead placement sends the turn back to it (SessionMoved, RayActorError).
+        self.placements: OrderedDict[str, tuple[ActorHandle, str]] = OrderedDict()
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         if self._providers is None or refresh:
@@ -53,15 +61,23 @@ class RayBackend(StoredSessions):
     async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
         request.load_hint = self.active + 1
         for _ in range(5):
-            session_id, actor = await self.directory.activate.remote(session_id, user_id)
+            placed = self.placements.get(session_id) if session_id is not None else None
+            if placed is not None and placed[1] == user_id:  # another user goes to the directory: a 404 there
+                actor = placed[0]
+                self.placements.move_to_end(session_id)
+            else:
+                session_id, actor = await self.directory.activate.remote(session_id, user_id)
+                self._place(session_id, actor, user_id)
             stream = actor.chat.remote(session_id, request)
             try:
                 first = await (await anext(stream))
             except StopAsyncIteration:
                 first = []
             except SessionMoved:
+                self.placements.pop(session_id, None)
                 continue
             except ray.exceptions.RayActorError:
+                self.placements.pop(session_id, None)
                 await self.directory.forget.remote(session_id, actor)
                 continue
             except BaseException:
@@ -69,6 +85,12 @@ class RayBackend(StoredSessions):
                 raise
             return RunStream(session_id, self._batches(session_id, actor, first, stream), self._closer(stream))
         raise Overloaded(f"Session '{session_id}' could not be activated; retry shortly", retry_after=1.0)
+
+    def _place(self, session_id: str, actor: ActorHandle, user_id: str) -> None:
+        self.placements[session_id] = (actor, user_id)
+        self.placements.move_to_end(session_id)
+        while len(self.placements) > MAX_PLACEMENTS:
+            self.placements.popitem(last=False)
 
     async def _batches(
         self, session_id: str, actor: Any, first: list[dict[str, Any]], stream: Any
@@ -87,6 +109,7 @@ class RayBackend(StoredSessions):
                 except ray.exceptions.RayActorError:
                     # The actor (or its node) died mid-run: record what the caller saw, and answer like any failure.
                     self.store.interrupt_running(session_id, output="".join(seen))
+                    self.placements.pop(session_id, None)
                     await self.directory.forget.remote(session_id, actor)
                     error = RelayError("the session actor stopped mid-run; send the next message to continue")
                     yield [error.to_event(), {"type": "finish", "reason": "error"}]
@@ -135,6 +158,7 @@ class RayBackend(StoredSessions):
         return batches()
 
     async def evict(self, session_id: str) -> None:
+        self.placements.pop(session_id, None)
         await self.directory.evict.remote(session_id)
 
     async def register_provider(self, config: ProviderConfig) -> None:

@@ -88,6 +88,11 @@ class SessionActor:
     def _open_stream(self, request: ChatRequest) -> Batches:
         return self.pool_handles.stream(request.pool_app, request)
 
+    def idle_ages(self) -> dict[str, float]:
+        """Seconds since each hosted session's last run: the directory's least-recently-used order."""
+        now = time.monotonic()
+        return {session_id: now - session.last_active for session_id, session in self.sessions.items()}
+
     def cancel(self, session_id: str, run_id: str) -> bool:
         session = self.sessions.get(session_id)
         return session is not None and session.cancel(run_id)

@@ -222,3 +222,19 @@ async def test_stats_and_relay_status_count_live_passivated_and_pooled(relay: Re
     assert match, snap["status"]
     assert [int(n) for n in match.groups()] == [api[k] for k in COUNTED]
     assert f"live cap {api['max_live_sessions']}, warm pool {api['warm_pool_size']}" in snap["status"]
+
+
+async def test_the_turns_of_a_live_session_go_straight_to_its_actor(relay: Relay, http: httpx.AsyncClient) -> None:
+    """The ingress remembers where a live session runs: its later turns skip the directory (issue 17, lever 2)."""
+    sid, _ = await chat(http, None, "first")
+    before = await relay.directory.stats.remote()
+    for text in ("second", "third"):
+        await chat(http, sid, text)
+    after = await relay.directory.stats.remote()
+    assert after["lookups"] == before["lookups"]
+    assert (await relay.directory.activations.remote([sid]))[sid] == 1
+    # a moved session finds its way back through the directory, with its history
+    assert await relay.directory.evict.remote(sid) is None
+    _, answer = await chat(http, sid, "fourth")
+    assert answer["usage"]["input_tokens"] > 0
+    assert (await relay.directory.stats.remote())["lookups"] == after["lookups"] + 1
