@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -47,6 +48,8 @@ from relay.wire.responses_input import (
 )
 
 __all__ = ["responses_routes"]
+
+log = logging.getLogger("relay.responses")
 
 _ECHOED = (
     "instructions",
@@ -200,7 +203,11 @@ def responses_routes(gateway: Gateway) -> list[Route]:
             # request's sub-tasks recursively); a task of the gateway's consumes it to its end.
             opening = gateway.open_run(session_id=session_id, user_id=user_id, request=chat)
             run = await asyncio.create_task(opening, context=contextvars.Context())
-            gateway.detach(run.batches, run.close)
+            started = _drain(gateway, run.batches, run.close)
+            if body.stream:  # §4: created (queued), queued, in_progress, …: the stream a resume from 0 replays
+                await started.wait()  # the run is in the store: its log can be followed
+                stream = await follow(skeleton, user_id, -1)
+                return StreamingResponse(stream, media_type="text/event-stream", headers=headers | SSE_HEADERS)
             return JSONResponse(skeleton, headers=headers)
         run = await gateway.open_run(session_id=session_id, user_id=user_id, request=chat)
 
@@ -238,9 +245,14 @@ def responses_routes(gateway: Gateway) -> list[Route]:
         if not row["background"]:
             raise _not_found(response_id)  # only a background response streams again (RESPONSES.md §4)
         after = int_param(request, "starting_after", -1, None)
-        encoder = ResponsesEncoder(row["skeleton"], skip_through=-1 if after is None else after)
-        batches = await gateway.run_events(response_id, user_id, Cursor.parse(0))
-        return StreamingResponse(_stream(encoder, batches, _noop, queued=True), media_type="text/event-stream")
+        stream = await follow(row["skeleton"], user_id, -1 if after is None else after)
+        return StreamingResponse(stream, media_type="text/event-stream")
+
+    async def follow(skeleton: dict[str, Any], user_id: str, after: int) -> AsyncIterator[bytes]:
+        """A background response's stream from its run log (live, else stored), frames ``<= after`` left out."""
+        encoder = ResponsesEncoder(skeleton, skip_through=after)
+        batches = await gateway.run_events(skeleton["id"], user_id, Cursor.parse(0))
+        return _stream(encoder, batches, _noop, queued=True)
 
     async def delete(request: Request) -> Response:
         response_id = request.path_params["response_id"]
@@ -324,6 +336,31 @@ def _skeleton(
 
 async def _noop() -> None:
     return None
+
+
+def _drain(gateway: Gateway, batches: Batches, close: Callable[[], Awaitable[None]]) -> asyncio.Event:
+    """Consume a background run to its end in a task of its own; the event is set once the run has started.
+
+    Not ``gateway.detach``: a ``DetachedRun`` waits for an attached reader once ``QUEUED_EVENTS`` are queued (and,
+    detached, cancels the run after a grace period), and a background run has no reader: its readers follow the
+    session's run log. A run of more than 1024 events stalled there forever.
+    """
+    started = asyncio.Event()
+
+    async def pump() -> None:
+        try:
+            async for _ in batches:
+                started.set()
+        except Exception:  # recorded by the session as the run's status; nobody here to tell
+            log.warning("background run ended with an error", exc_info=True)
+        finally:
+            started.set()
+            await close()
+
+    task = asyncio.create_task(pump(), context=contextvars.Context())
+    gateway.draining.add(task)
+    task.add_done_callback(gateway.draining.discard)
+    return started
 
 
 async def _stream(

@@ -180,3 +180,35 @@ def test_a_conversation_runs_in_its_session(relay: tuple[str, FakeOpenAI]) -> No
     assert sent_texts(fake)[-1] == ["remember blue", "what colour?"]
     listed = [item.type for item in c.conversations.items.list(conversation.id, order="asc").data]
     assert listed == ["message", "message", "message"]
+
+
+def test_a_long_background_run_with_no_reader_completes(relay: tuple[str, FakeOpenAI]) -> None:
+    """More events than a detached run queues for an attached reader (1024): nobody reads a background run."""
+    c = client(relay[0])
+    text = " ".join(f"w{i}" for i in range(1500))
+    # paced: one event per token, each its own batch, as a real upstream streams them
+    pace = {"provider_options": {"tokens_per_s": 20_000}}
+    created = c.responses.create(model="echo", input=text, background=True, extra_body=pace)
+    done = wait_until(
+        lambda: c.responses.retrieve(created.id),
+        timeout_s=60,
+        what="the long background run",
+        done=lambda response: response.status != "in_progress",
+    )
+    assert done.status == "completed" and done.output_text == text
+
+
+def test_background_and_stream_streams_from_queued(relay: tuple[str, FakeOpenAI]) -> None:
+    """§4: with background and stream, the SSE starts created (queued), queued, in_progress; not a JSON body."""
+    c = client(relay[0])
+    events = list(c.responses.create(model="echo", input="streamed in the background", background=True, stream=True))
+    assert [(e.type, e.response.status) for e in events[:3] if e.type.startswith("response.")] == [
+        ("response.created", "queued"),
+        ("response.queued", "queued"),
+        ("response.in_progress", "in_progress"),
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "streamed in the background"
+    resumed = list(c.responses.retrieve(events[0].response.id, stream=True, starting_after=2))
+    assert [e.model_dump() for e in resumed] == [e.model_dump() for e in events[3:]]
