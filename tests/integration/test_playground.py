@@ -168,3 +168,20 @@ async def test_playground_streams_cancels_reopens_and_compares(
     await expect(last.get_by_test_id("note-error")).to_contain_text("the fake was told to answer 400")
     await expect(page.get_by_test_id("send")).to_be_enabled()
     assert problems == [], problems
+
+
+async def test_a_conversation_from_the_api_is_a_session_in_the_sidebar(relay: Relay, browser: Browser) -> None:
+    user = f"pw-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=relay.url, headers={"X-User-Id": user}, timeout=60) as http:
+        items = [{"role": "user", "content": "remember blue"}]
+        conversation = (await http.post("/v1/conversations", json={"items": items})).json()["id"]
+        answer = {"model": "echo", "input": "what colour?", "conversation": conversation}
+        assert (await http.post("/v1/responses", json=answer)).json()["status"] == "completed"
+    page = await browser.new_page()
+    await page.add_init_script(f"localStorage.setItem('relay.user', {json.dumps(user)})")
+    await page.goto(relay.url + "/")
+    item = page.locator(f'[data-testid="session-item"][data-session-id="{conversation}"]')
+    await item.click()
+    await expect(page.get_by_test_id("session-label")).to_have_attribute("data-session-id", conversation)
+    await expect(page.locator(".msg.user")).to_have_text(["remember blue", "what colour?"])
+    await expect(page.get_by_test_id("assistant-text")).to_have_text(["what colour?"])
