@@ -111,10 +111,19 @@ def _finished(gateway: Gateway, row: dict[str, Any]) -> dict[str, Any]:
     if run is None or run["status"] == "running":
         return skeleton | {"status": "in_progress" if run is not None else skeleton["status"]}
     stamp = run.get("finished_at") or time.time()
-    encoder = ResponsesEncoder(skeleton, clock=lambda: stamp)
+    encoder = ResponsesEncoder(skeleton, clock=lambda: stamp, **_encoding(row))
     encoder.start(queued=row["background"])
     encoder.encode(store.run_events(row["response_id"], 0))
     return encoder.response
+
+
+def _encoding(row: dict[str, Any]) -> dict[str, Any]:
+    """The encoder options the response was first streamed with (stored with its row)."""
+    stored = row.get("encoding") or {}
+    return {
+        "include_encrypted": bool(stored.get("include_encrypted")),
+        "server_tools": frozenset(stored.get("server_tools") or ()),
+    }
 
 
 def _chain(gateway: Gateway, row: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
@@ -185,6 +194,8 @@ def responses_routes(gateway: Gateway) -> list[Route]:
         if session_id is None:
             session_id = store.create_session(user_id)["session_id"]
         skeleton = _skeleton(body, response_id, body.model or chat.model or chat.provider, conversation, keep)
+        server_tools = frozenset(chat.tools.names if chat.tools else ())
+        encoding = {"include_encrypted": body.include_encrypted, "server_tools": sorted(server_tools)}
         if keep:  # durable before the first token
             store.create_response(
                 response_id,
@@ -194,8 +205,8 @@ def responses_routes(gateway: Gateway) -> list[Route]:
                 background=bool(body.background),
                 skeleton=skeleton,
                 input_items=input_items(body.input),
+                encoding=encoding,
             )
-        server_tools = frozenset(chat.tools.names if chat.tools else ())
         encoder = ResponsesEncoder(skeleton, include_encrypted=body.include_encrypted, server_tools=server_tools)
         headers = {SESSION_HEADER: session_id}
         if body.background:
@@ -206,7 +217,7 @@ def responses_routes(gateway: Gateway) -> list[Route]:
             started = _drain(gateway, run.batches, run.close)
             if body.stream:  # §4: created (queued), queued, in_progress, …: the stream a resume from 0 replays
                 await started.wait()  # the run is in the store: its log can be followed
-                stream = await follow(skeleton, user_id, -1)
+                stream = await follow(skeleton, user_id, -1, encoding)
                 return StreamingResponse(stream, media_type="text/event-stream", headers=headers | SSE_HEADERS)
             return JSONResponse(skeleton, headers=headers)
         run = await gateway.open_run(session_id=session_id, user_id=user_id, request=chat)
@@ -245,12 +256,14 @@ def responses_routes(gateway: Gateway) -> list[Route]:
         if not row["background"]:
             raise _not_found(response_id)  # only a background response streams again (RESPONSES.md §4)
         after = int_param(request, "starting_after", -1, None)
-        stream = await follow(row["skeleton"], user_id, -1 if after is None else after)
+        stream = await follow(row["skeleton"], user_id, -1 if after is None else after, row["encoding"])
         return StreamingResponse(stream, media_type="text/event-stream")
 
-    async def follow(skeleton: dict[str, Any], user_id: str, after: int) -> AsyncIterator[bytes]:
+    async def follow(
+        skeleton: dict[str, Any], user_id: str, after: int, encoding: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
         """A background response's stream from its run log (live, else stored), frames ``<= after`` left out."""
-        encoder = ResponsesEncoder(skeleton, skip_through=after)
+        encoder = ResponsesEncoder(skeleton, skip_through=after, **_encoding({"encoding": encoding}))
         batches = await gateway.run_events(skeleton["id"], user_id, Cursor.parse(0))
         return _stream(encoder, batches, _noop, queued=True)
 

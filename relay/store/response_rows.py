@@ -39,10 +39,13 @@ class ResponseRows(abc.ABC):
         background: bool,
         skeleton: dict[str, Any],
         input_items: list[dict[str, Any]],
+        encoding: dict[str, Any] | None = None,
     ) -> None:
+        """``encoding``: how its stream was encoded (``include_encrypted``, ``server_tools``), so that a retrieval or
+        a resume encodes the stored run exactly as the first stream did."""
         self._write(
             "INSERT INTO responses (response_id, session_id, user_id, previous_response_id, background, skeleton,"
-            " input_items, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " input_items, encoding, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 response_id,
                 session_id,
@@ -51,6 +54,7 @@ class ResponseRows(abc.ABC):
                 int(background),
                 orjson.dumps(skeleton).decode(),
                 orjson.dumps(input_items).decode(),
+                orjson.dumps(encoding or {}).decode(),
                 time.time(),
             ),
         )
@@ -64,6 +68,7 @@ class ResponseRows(abc.ABC):
         return row | {
             "skeleton": orjson.loads(row["skeleton"]),
             "input_items": orjson.loads(row["input_items"]),
+            "encoding": orjson.loads(row["encoding"]),
             "background": bool(row["background"]),
         }
 

@@ -121,6 +121,7 @@ MIGRATIONS: list[Sequence[str]] = [
             background INTEGER NOT NULL DEFAULT 0,
             skeleton TEXT NOT NULL,
             input_items TEXT NOT NULL,
+            encoding TEXT NOT NULL DEFAULT '{{}}',
             created_at {real} NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS responses_session ON responses (session_id)",

@@ -212,3 +212,15 @@ def test_background_and_stream_streams_from_queued(relay: tuple[str, FakeOpenAI]
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "streamed in the background"
     resumed = list(c.responses.retrieve(events[0].response.id, stream=True, starting_after=2))
     assert [e.model_dump() for e in resumed] == [e.model_dump() for e in events[3:]]
+
+
+def test_a_retrieved_response_is_encoded_as_it_was_streamed(relay: tuple[str, FakeOpenAI]) -> None:
+    """Relay's own tool runs keep their ``relay`` mark on ``GET``: the encoding options are stored with the row."""
+    c = client(relay[0])
+    streamed = c.responses.create(
+        model="up/fake-call-calculator", input="what is 6*7?", extra_body={"relay_tools": ["calculator"]}
+    )
+    marked = [item.model_dump() for item in streamed.output if item.type == "function_call"]
+    assert marked and all(item.get("relay") == {"executed": True} for item in marked)
+    retrieved = c.responses.retrieve(streamed.id)
+    assert [item.model_dump() for item in retrieved.output] == [item.model_dump() for item in streamed.output]
