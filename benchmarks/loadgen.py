@@ -167,7 +167,7 @@ async def run_load(
             if include_usage:
                 body["stream_options"] = {"include_usage": True}
             if wire == "responses":  # the same request on the Responses wire: usage always comes at the end
-                body = {"model": model, "stream": True, "input": tag, "store": False}
+                body = {"model": model, "stream": True, "input": tag}
             try:
                 stream, duration = await _one_stream(client, url, body, wire)
             except (httpx.HTTPError, RuntimeError, orjson.JSONDecodeError) as exc:
