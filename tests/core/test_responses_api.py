@@ -224,3 +224,28 @@ def test_a_retrieved_response_is_encoded_as_it_was_streamed(relay: tuple[str, Fa
     assert marked and all(item.get("relay") == {"executed": True} for item in marked)
     retrieved = c.responses.retrieve(streamed.id)
     assert [item.model_dump() for item in retrieved.output] == [item.model_dump() for item in streamed.output]
+
+
+def test_a_streamed_response_whose_client_drops_is_recorded_cancelled(relay: tuple[str, FakeOpenAI]) -> None:
+    url, _ = relay
+    body = {
+        "model": "echo",
+        "input": " ".join(f"w{i}" for i in range(200)),
+        "stream": True,
+        "provider_options": {"tokens_per_s": 50},
+    }
+    with httpx.Client(base_url=url, headers={"X-User-Id": "ada"}) as http:
+        with http.stream("POST", "/v1/responses", json=body) as response:
+            lines = response.iter_lines()
+            created = next(line for line in lines if line.startswith("data:") and "response.created" in line)
+            response_id = created.split('"id":"')[1].split('"')[0]
+            next(line for line in lines if "output_text.delta" in line)
+        # the connection is closed mid-stream: the run stops and is kept, marked cancelled
+        final = wait_until(
+            lambda: client(url).responses.retrieve(response_id),
+            timeout_s=30,
+            what="the dropped run to be recorded",
+            done=lambda r: r.status not in ("queued", "in_progress"),
+        )
+    assert final.status == "cancelled"
+    assert 0 < len(final.output[0].content[0].text) < len(body["input"])
