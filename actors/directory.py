@@ -105,6 +105,7 @@ class SessionDirectory:
 
     async def activate(self, session_id: str | None, user_id: str) -> tuple[str, ActorHandle]:
         self.counters["lookups"] += 1
+        new = session_id is None  # created here: its actor has nothing to read back
         if session_id is None:
             session_id = self.store.create_session(user_id)["session_id"]
         elif (entry := self.live.get(session_id)) is not None:
@@ -115,6 +116,7 @@ class SessionDirectory:
             return session_id, entry.host.actor
         elif self.store.get_session(session_id) is None:
             self.store.create_session(user_id, session_id)
+            new = True
         else:
             self.store.owned_session(session_id, user_id)
             self.counters["reactivations"] += 1
@@ -125,7 +127,7 @@ class SessionDirectory:
         self.activating[session_id] = future
         try:
             await self._make_room()  # before placing: an actor emptied here is the one this session gets
-            host = await self._activate_somewhere(session_id, user_id)
+            host = await self._activate_somewhere(session_id, user_id, new)
             host.sessions.add(session_id)
             self.live[session_id] = _Live(host, user_id, time.monotonic())
             self.counters["activations"] += 1
@@ -139,12 +141,12 @@ class SessionDirectory:
         finally:
             del self.activating[session_id]
 
-    async def _activate_somewhere(self, session_id: str, user_id: str) -> _Host:
+    async def _activate_somewhere(self, session_id: str, user_id: str, new: bool) -> _Host:
         """Place and activate; an actor that turns out dead (its node is gone) is dropped and the next one tried."""
         for _ in range(self.max_actors + 1):
             host = await self._place()
             try:
-                await host.actor.activate.remote(session_id, user_id)
+                await host.actor.activate.remote(session_id, user_id, new)
                 return host
             except ray.exceptions.RayActorError:
                 self._drop_host(host)

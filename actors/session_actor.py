@@ -47,9 +47,11 @@ class SessionActor:
         # One per process, shared by its sessions; it reads the pools' counters at most once a second.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=1.0)
 
-    def activate(self, session_id: str, user_id: str) -> None:
-        self.store.interrupt_running(session_id)
-        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.balancer)
+    def activate(self, session_id: str, user_id: str, new: bool = False) -> None:
+        """``new``: the directory just created the session, so there is no run to interrupt and no history to read."""
+        if not new:
+            self.store.interrupt_running(session_id)
+        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.balancer, new=new)
 
     async def chat(self, session_id: str, request: ChatRequest) -> Batches:
         session = self.sessions.get(session_id)

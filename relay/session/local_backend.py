@@ -48,16 +48,22 @@ class LocalBackend(StoredSessions):
         return self.runtimes[request.provider].stream(request)
 
     def _activate(self, session_id: str | None, user_id: str) -> Session:
+        new = session_id is None
         if session_id is None:
             session_id = self.store.create_session(user_id)["session_id"]
         elif session_id not in self.sessions:
             if self.store.get_session(session_id) is None:
                 self.store.create_session(user_id, session_id)
+                new = True
             self.store.owned_session(session_id, user_id)
-            self.store.interrupt_running(session_id)
-        session = self.sessions.setdefault(
-            session_id, Session(self.store, session_id, user_id, self.settings.context, self.balancer)
-        )
+            if not new:
+                self.store.interrupt_running(session_id)
+        session = self.sessions.get(session_id)
+        if session is None:
+            context = self.settings.context
+            session = self.sessions[session_id] = Session(
+                self.store, session_id, user_id, context, self.balancer, new=new
+            )
         if session.user_id != user_id:
             raise NotFound(f"Session '{session_id}' not found", param="session_id")
         return session

@@ -59,6 +59,8 @@ class Session:
         user_id: str,
         context: ContextSettings | None = None,
         balancer: Balancer | None = None,
+        *,
+        new: bool = False,
     ) -> None:
         self.store = store
         # Shared by the process's sessions, so that least-busy routing counts all of its streams.
@@ -67,9 +69,10 @@ class Session:
         self.session_id = session_id
         self.user_id = user_id
         self.context = context or ContextSettings()
-        self.history = [history_message(m) for m in store.messages(session_id)]
-        self.head = store.latest_run(session_id)  # the run whose chain ``history`` is
-        row = store.get_session(session_id) or {}
+        # A new session reads nothing back: three store queries fewer before its first token.
+        self.history = [] if new else [history_message(m) for m in store.messages(session_id)]
+        self.head = None if new else store.latest_run(session_id)  # the run whose chain ``history`` is
+        row = {} if new else store.get_session(session_id) or {}
         self.summary: str | None = row.get("summary")
         self.summary_topics: list[str] = row.get("summary_topics") or []
         self.summary_covers: int = row.get("summary_seq") or 0  # conversation messages the summary stands for
