@@ -41,7 +41,7 @@ from relay.errors import RelayError
 from relay.logs import REDACTOR, REQUEST_ID
 from relay.request import ChatRequest
 from relay.tracing import TRACEPARENT
-from relay.types import Batch, Batches
+from relay.types import Batch, Batches, Event
 
 __all__ = ["IngressSpans", "provider_span", "run_span", "shutdown", "tracer"]
 
@@ -54,6 +54,9 @@ _REQUEST_PARAMS = {
     "temperature": "temperature",
     "top_p": "top_p",
 }
+
+# The events a span reads besides the text; the rest (reasoning, tool calls, citations) pass untouched.
+_NOTED = frozenset(("status", "usage", "finish", "error"))
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
@@ -170,33 +173,37 @@ class _Tally:
     reasons: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, batch: Batch) -> None:
+        if self.first and any(event["type"] != "status" for event in batch):
+            self.first = False
+            ttft_ms = (time.perf_counter_ns() - self.started_ns) / 1e6
+            self.span.add_event("gen_ai.first_token", {"relay.ttft_ms": round(ttft_ms, 3)})
+        text = self.text
         for event in batch:
             kind = event["type"]
-            if kind == "status":
-                if run_id := event.get("run_id"):
-                    self.span.set_attribute("relay.run_id", run_id)
-                else:
-                    self.span.add_event("relay.status", {"relay.status": str(event["status"])})
-                continue
-            if self.first:
-                self.first = False
-                ttft_ms = (time.perf_counter_ns() - self.started_ns) / 1e6
-                self.span.add_event("gen_ai.first_token", {"relay.ttft_ms": round(ttft_ms, 3)})
-            if kind == "text-delta":
-                if self.text is not None:
-                    self.text.append(event["content"])
-            elif kind == "usage":
-                self.input_tokens += int(event.get("input_tokens") or 0)
-                self.output_tokens += int(event.get("output_tokens") or 0)
-                if event.get("cost_usd") is not None:
-                    self.cost = (self.cost or 0.0) + float(event["cost_usd"])
-            elif kind == "finish":
-                self.reasons.append(str(event["reason"]))
-                cost = event.get("cost_usd", (event.get("metrics") or {}).get("cost_usd"))
-                if cost is not None:  # the run's own total, when spend tracking put one there
-                    self.cost = float(cost)
-            elif kind == "error":
-                _fail(self.span, str(event.get("error_type") or "api_error"), str(event.get("message") or ""))
+            if kind == "text-delta":  # nearly every event is one, so it is tested first
+                if text is not None:
+                    text.append(event["content"])
+            elif kind in _NOTED:
+                self._note(kind, event)
+
+    def _note(self, kind: str, event: Event) -> None:
+        if kind == "status":
+            if run_id := event.get("run_id"):
+                self.span.set_attribute("relay.run_id", run_id)
+            else:
+                self.span.add_event("relay.status", {"relay.status": str(event["status"])})
+        elif kind == "usage":
+            self.input_tokens += int(event.get("input_tokens") or 0)
+            self.output_tokens += int(event.get("output_tokens") or 0)
+            if event.get("cost_usd") is not None:
+                self.cost = (self.cost or 0.0) + float(event["cost_usd"])
+        elif kind == "finish":
+            self.reasons.append(str(event["reason"]))
+            cost = event.get("cost_usd", (event.get("metrics") or {}).get("cost_usd"))
+            if cost is not None:  # the run's own total, when spend tracking put one there
+                self.cost = float(cost)
+        else:
+            _fail(self.span, str(event.get("error_type") or "api_error"), str(event.get("message") or ""))
 
     def close(self) -> None:
         span = self.span
