@@ -144,8 +144,11 @@ class IngressSpans:
         token = TRACEPARENT.set(_traceparent(span))
         try:
             await self.app(scope, receive, send_status)
-        except BaseException as exc:
+        except Exception as exc:
             _failed_with(span, exc)
+            raise
+        except BaseException:  # the caller went away
+            span.set_attribute("relay.cancelled", True)
             raise
         finally:
             TRACEPARENT.reset(token)
@@ -220,17 +223,21 @@ class _Tally:
         span.end()
 
 
-async def _traced(batches: Batches, tally: _Tally) -> Batches:
+async def _traced(start_span: Callable[[], Span], open_batches: Callable[[Span], Batches], keep_text: bool) -> Batches:
+    """The span starts at the first batch asked for: a stream dropped before it starts makes no span, none left open."""
+    span = start_span()
+    tally = _Tally(span, time.perf_counter_ns(), [] if keep_text else None)
     try:
+        batches = open_batches(span)
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 tally.add(batch)
                 yield batch
     except Exception as exc:
-        _failed_with(tally.span, exc)
+        _failed_with(span, exc)
         raise
     except BaseException:  # closed early or its task cancelled: its consumer stopped it, no error of its own
-        tally.span.set_attribute("relay.cancelled", True)
+        span.set_attribute("relay.cancelled", True)
         raise
     finally:
         tally.close()
@@ -252,9 +259,12 @@ def run_span(
     ):
         if value:
             attributes[key] = value
-    span = tracer().start_span("relay.run", context=_parent(request.traceparent), attributes=attributes)
-    traced = dataclasses.replace(request, traceparent=_traceparent(span))
-    return _traced(start(traced), _Tally(span, time.perf_counter_ns(), None))
+    parent = _parent(request.traceparent)
+    return _traced(
+        lambda: tracer().start_span("relay.run", context=parent, attributes=attributes),
+        lambda span: start(dataclasses.replace(request, traceparent=_traceparent(span))),
+        keep_text=False,
+    )
 
 
 def provider_span(batches: Batches, request: ChatRequest, config: ProviderConfig) -> Batches:
@@ -275,13 +285,13 @@ def provider_span(batches: Batches, request: ChatRequest, config: ProviderConfig
             attributes[f"gen_ai.request.{name}"] = value
     if request.trace_content:
         attributes["gen_ai.input.messages"] = _content(request.messages)
-    span = tracer().start_span(
-        f"chat {model}" if model else "chat",
-        context=_parent(request.traceparent),
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
+    parent = _parent(request.traceparent)
+    name = f"chat {model}" if model else "chat"
+    return _traced(
+        lambda: tracer().start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes),
+        lambda span: batches,
+        keep_text=request.trace_content,
     )
-    return _traced(batches, _Tally(span, time.perf_counter_ns(), [] if request.trace_content else None))
 
 
 def _content(messages: list[dict[str, Any]]) -> str:

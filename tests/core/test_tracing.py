@@ -183,6 +183,22 @@ def test_a_failed_upstream_call_marks_the_provider_and_run_spans(traced: OtlpRec
     assert KEY.encode() not in traced.received_bytes()
 
 
+def test_a_caller_that_goes_away_ends_every_span_as_cancelled(traced: OtlpReceiver, app: App) -> None:
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "slow words"}],
+        "stream": True,
+        "provider_options": {"tokens_per_s": 20, "repeat": 100},
+    }
+    url = app() + "/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers={"X-User-Id": "ada"}, timeout=30) as response:
+        next(response.iter_raw())  # the first chunk, then the connection closes mid-stream
+    spans = three_spans(traced)
+    assert spans["run"].attributes["relay.cancelled"] is True
+    assert spans["provider"].attributes["relay.cancelled"] is True
+    assert spans["run"].status_code == 0 and spans["provider"].status_code == 0  # a cancel is no error
+
+
 def test_off_by_default_and_off_when_the_sdk_is_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not tracing.wanted({})
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
