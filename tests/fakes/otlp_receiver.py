@@ -1,7 +1,7 @@
 """A real OTLP/HTTP trace receiver on 127.0.0.1: ``POST /v1/traces`` with a protobuf ``ExportTraceServiceRequest``.
 
-It keeps every request body as it arrived (``raw``: what a key must never be
-found in) and the spans decoded flat (``spans``): name, ids as hex, parent,
+It keeps every request's headers and body as they arrived (``raw``: what a key
+must never be found in) and the spans decoded flat (``spans``): name, ids as hex, parent,
 kind, attributes, event names, status, and the resource's attributes.
 
     .venv/bin/python -m tests.fakes.otlp_receiver --port 4318   # the benchmark runs it in a process of its own
@@ -85,8 +85,9 @@ class OtlpReceiver:
                             resource=resource,
                         )
                     )
+        headers = "".join(f"{name}: {value}\n" for name, value in request.headers.items()).encode("latin-1")
         with self._lock:
-            self.raw.append(body)
+            self.raw.append(headers + body)
             self.spans.extend(received)
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type="application/x-protobuf")
 
