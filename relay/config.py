@@ -180,6 +180,15 @@ class ToolSettings(BaseModel):
 
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (relay.tracing): the OTEL_EXPORTER_OTLP_* variables turn them on; this, what they hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Prompt and reply text on the provider spans (gen_ai.input.messages, gen_ai.output.messages), redacted of keys.
+    capture_content: bool = False
+
+
 class ProviderType(StrEnum):
     """The built-in wire formats; a custom adapter brings its own name (see ``relay.providers``)."""
 
@@ -314,6 +323,8 @@ class RelaySettings(BaseModel):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     # Server-side tools: where they come from, their limits, and the ones enabled by default (relay.tools).
     tools: ToolSettings = Field(default_factory=ToolSettings)
+    # What the OpenTelemetry spans may hold; whether there are any is the environment's call (relay.tracing).
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     # Load-balanced routes: a name clients use as their model, over several pools (relay.session.balancer).
     routes: list[RouteConfig] = Field(default_factory=list)
 

@@ -57,6 +57,10 @@ class ChatRequest:
     cache: CachePolicy | None = None
     # The ingress's request id (relay.logs): every process that handles the turn logs under it.
     request_id: str | None = None
+    # Tracing (relay.tracing), set only when it is on: the W3C traceparent of the span this turn's next span is a child
+    # of (the ingress's, then the run's), and whether spans may hold the turn's text (tracing.capture_content).
+    traceparent: str | None = None
+    trace_content: bool = False
     # Providers whose features this request was checked against already (relay.providers.features).
     features_checked: frozenset[str] = frozenset()
     # The Responses API's concerns, read by the session: the run's id (its resp_ id), the run it continues

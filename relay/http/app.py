@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, WebSocketRoute
 
+from relay import tracing
 from relay.errors import RelayError, as_relay_error, from_event
 from relay.http.anthropic_api import anthropic_routes
 from relay.http.auth import Authenticator, AuthMiddleware
@@ -89,5 +90,9 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
         Exception: _unexpected,
     }
     authenticator = Authenticator(backend.store, backend.settings.auth, backend.settings.admin_key_env)
-    middleware = [Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, authenticator=authenticator)]
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        *tracing.ingress_middleware(),
+        Middleware(AuthMiddleware, authenticator=authenticator),
+    ]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from relay import tracing
 from relay.config import ProviderConfig
 from relay.errors import InvalidRequest, NotFound
 from relay.http.auth import require_admin
@@ -150,6 +151,7 @@ class Gateway:
         stored = self.backend.store.count_messages(session_id) if session_id and limits.max_session_messages else None
         check_size(limits, request.messages, stored)
         request.request_id = request.request_id or REQUEST_ID.get()
+        tracing.carry(request, self.backend.settings.tracing.capture_content)
         lease = (await self.limits.acquire(user_id)).raise_if_refused()
         try:
             run = await self.backend.open_run(session_id=session_id, user_id=user_id, request=request)

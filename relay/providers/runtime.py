@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx2
 
+from relay import tracing
 from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.providers import adapter_class
@@ -110,7 +111,8 @@ class ProviderRuntime:
 
     def stream(self, request: ChatRequest) -> Batches:
         """Event batches: one per coalescing window, never one per token under load."""
-        return coalesce(self.events(request), self.gauge, request.load_hint)
+        batches = coalesce(self.events(request), self.gauge, request.load_hint)
+        return tracing.traced_stream(batches, request, self.config)
 
     async def health(self) -> dict[str, Any]:
         base = {

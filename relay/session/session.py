@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from relay import events
+from relay import events, tracing
 from relay.config import ContextSettings
 from relay.errors import Conflict, RelayError, as_relay_error
 from relay.events import finish
@@ -113,7 +113,13 @@ class Session:
             self._driving[request.run_id] = task
         try:
             # aclosing: a caller that stops early must still run the inner finally (the run is persisted there)
-            async with self._run_lock, contextlib.aclosing(self._run(request, open_stream)) as batches:
+            run = tracing.traced_run(
+                functools.partial(self._run, open_stream=open_stream),
+                request,
+                session_id=self.session_id,
+                user_id=self.user_id,
+            )
+            async with self._run_lock, contextlib.aclosing(run) as batches:
                 async for batch in batches:
                     yield batch
         finally:

@@ -1,4 +1,10 @@
-"""One local Ray cluster and one Serve app, deployed from config/serve.yaml, per test session."""
+"""One local Ray cluster and one Serve app, deployed from config/serve.yaml, per test session.
+
+Tracing is on for the whole session: every Ray process exports its spans to one
+OTLP/HTTP receiver on 127.0.0.1 (``Relay.otlp``), named by the standard
+variables set before ``ray.init`` (the processes Ray starts inherit them). Spans
+change no response, so the other tests run as they would untraced.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ from actors.deploy import apply_ray_env, deploy_config
 from relay.cli.serve import load_serve_config
 from tests.conftest import pg_schema
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.openai_upstream import FakeOpenAI, free_port
+from tests.fakes.openai_upstream import FakeOpenAI, ServerThread, free_port
+from tests.fakes.otlp_receiver import OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +40,7 @@ class Relay:
     anthropic: FakeAnthropic
     anthropic_url: str
     store_url: str
+    otlp: OtlpReceiver
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +101,15 @@ def relay(
         args["store_url"] = store.enter_context(pg_schema())
         os.environ.setdefault("RELAY_SECRET_KEY", Fernet.generate_key().decode())  # no key file beside a shared DB
     os.environ["RELAY_TEST_ANTHROPIC_KEY"] = anthropic.api_key
+    otlp = OtlpReceiver()
+    receiver = store.enter_context(ServerThread(otlp.app))
+    tracing_env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{receiver.url}/v1/traces",  # traces only: Ray's own metrics stay put
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # each process exports its spans within 0.1 s of their end
+        "OTEL_SERVICE_NAME": "relay-integration",
+    }
+    saved = {name: os.environ.get(name) for name in tracing_env}
+    os.environ.update(tracing_env)
     apply_ray_env()  # the suite runs Serve the way `relay serve` does
     # "local": always a cluster of its own, never the latest one a Cluster-based test on this machine recorded.
     ray.init(address="local", namespace="serve", include_dashboard=False, log_to_driver=False)
@@ -106,8 +123,14 @@ def relay(
             anthropic,
             anthropic_url,
             args["store_url"],
+            otlp,
         )
     finally:
         serve.shutdown()
         ray.shutdown()
         store.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
