@@ -18,6 +18,7 @@ from relay.session.backend import RunStream, StoredSessions
 from relay.session.balancer import Balancer
 from relay.session.runlog import RunNotLive
 from relay.session.session import Session
+from relay.spend import PriceTable
 from relay.store import Store, open_store
 from relay.types import Batches
 
@@ -34,6 +35,7 @@ class LocalBackend(StoredSessions):
         self.configs += self.registry.load()
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
+        self.prices = PriceTable.load(settings.prices)
         # One process: the pools' counters are right here, fresh on every pick.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=0.0)
 
@@ -56,7 +58,7 @@ class LocalBackend(StoredSessions):
             self.store.owned_session(session_id, user_id)
             self.store.interrupt_running(session_id)
         session = self.sessions.setdefault(
-            session_id, Session(self.store, session_id, user_id, self.settings.context, self.balancer)
+            session_id, Session(self.store, session_id, user_id, self.settings.context, self.balancer, self.prices)
         )
         if session.user_id != user_id:
             raise NotFound(f"Session '{session_id}' not found", param="session_id")
