@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from relay.errors import RelayError, as_relay_error, from_event
 from relay.http.anthropic_api import anthropic_routes
 from relay.http.auth import Authenticator, AuthMiddleware
+from relay.http.budgets import BudgetHeaders
 from relay.http.conversations_api import conversation_routes
 from relay.http.gateway import SESSION_HEADER, Gateway, RunFailed
 from relay.http.health import probe_routes
@@ -89,5 +90,9 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
         Exception: _unexpected,
     }
     authenticator = Authenticator(backend.store, backend.settings.auth, backend.settings.admin_key_env)
-    middleware = [Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, authenticator=authenticator)]
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(AuthMiddleware, authenticator=authenticator),
+        Middleware(BudgetHeaders),
+    ]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)

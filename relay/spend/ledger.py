@@ -17,7 +17,8 @@ Periods are calendar periods in UTC: a day from midnight, a week from Monday,
 a month from its first day; ``none`` never resets. The clock is wall time,
 passed in, so a test moves it to the next period instead of waiting. The first
 time a budget is seen in a period, what the store already holds for it
-(``seed``) is its starting spend, so a restarted ledger does not forget.
+(``seed(kind, subject, since)``, ``Store.spent``) is its starting spend, so a
+restarted ledger does not forget.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class BudgetLedger:
     def __init__(
         self,
         clock: Callable[[], float] = time.time,
-        seed: Callable[[Budget, float], float] | None = None,
+        seed: Callable[[str, str, float], float] | None = None,
         warn_at: float = 0.8,
     ) -> None:
         self.clock = clock
@@ -129,7 +130,7 @@ class BudgetLedger:
         start, _ = period_bounds(budget.period, now)
         current = self.spend.get(budget.scope)
         if current is None or current.start != start:
-            seeded = self.seed(budget, start) if self.seed is not None else 0.0
+            seeded = self.seed(budget.kind, budget.subject, start) if self.seed is not None else 0.0
             current = self.spend[budget.scope] = _Spend(start, seeded)
         return current.usd
 
