@@ -27,6 +27,7 @@ from relay.http.playground import playground_routes
 from relay.http.providers_api import provider_routes
 from relay.http.responses_api import responses_routes
 from relay.http.sessions_api import session_routes
+from relay.http.spend_api import spend_routes
 from relay.http.streaming_api import streaming_routes
 from relay.http.websocket import WebSocketManager
 from relay.logs import RequestIdMiddleware
@@ -77,6 +78,7 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
         *anthropic_routes(gateway),
         *streaming_routes(gateway),
         *provider_routes(gateway),
+        *spend_routes(gateway),
         *session_routes(backend),
         *conversation_routes(backend),
         *probe_routes(backend),
