@@ -1,11 +1,14 @@
 """Budgets at the ingress: a run is admitted against its worst case before anything is written, and settled.
 
 ``BudgetGuard.admit`` gathers the budgets a request falls under (its API
-key's, its user's, its provider's), prices its worst case (``max_tokens`` at
-the output price, plus ``estimate_input_tokens`` of the messages it sends; the
-session's history and extra tool steps are not seen, and are why a run can
-cost more than it reserved) and asks the shared ledger (``UserLimitsClient``,
-``relay.spend.ledger``). A refusal is a 429 ``budget_exceeded`` raised before
+key's, its user's, its provider's), prices its worst case and asks the shared
+ledger (``UserLimitsClient``, ``relay.spend.ledger``). The worst case is one
+model call: ``max_tokens`` (else the provider's ``default_max_tokens``) at the
+output price (or the reasoning price, if higher), plus the input estimate
+(``estimate_input_tokens``) of the messages sent and, when the session already
+holds messages, of its history as the session will send it: at most
+``context.history_max_tokens``. Extra tool steps are not foreseen: they are
+how a run can cost more than it reserved. A refusal is a 429 ``budget_exceeded`` raised before
 the backend opens the run, so no session row or message is written.
 
 An admitted run's stream is watched (``Admission.watch``): a ``warning`` event
@@ -33,6 +36,7 @@ from relay.http.limits import UserLimitsClient
 from relay.request import ChatRequest
 from relay.spend import Budget, PriceTable, RunCost
 from relay.spend.prices import estimate_input_tokens
+from relay.store import Store
 from relay.types import Batches
 
 __all__ = ["Admission", "BudgetGuard", "BudgetHeaders", "REMAINING_HEADER"]
@@ -89,8 +93,10 @@ class Admission:
 
 
 class BudgetGuard:
-    def __init__(self, settings: RelaySettings, prices: PriceTable, limits: UserLimitsClient) -> None:
+    def __init__(self, settings: RelaySettings, prices: PriceTable, limits: UserLimitsClient, store: Store) -> None:
         self.settings: BudgetSettings = settings.budgets
+        self.context = settings.context
+        self.store = store
         self.limit_settings = settings.limits
         self.prices = prices
         self.limits = limits
@@ -112,7 +118,7 @@ class BudgetGuard:
             budgets.append(Budget("user", user_id, limits.budget_usd, limits.budget_period))
         return budgets + self.provider_budgets(request.provider)
 
-    def worst_case(self, request: ChatRequest) -> float | None:
+    def worst_case(self, request: ChatRequest, history_tokens: int = 0) -> float | None:
         """USD the request costs at most in one model call; None when its model has no price."""
         price = self.prices.lookup(request.provider, request.model)
         if price is None:
@@ -120,15 +126,25 @@ class BudgetGuard:
         config = self.providers.get(request.provider)
         max_tokens = int(request.params.get("max_tokens") or (config.default_max_tokens if config else 4096))
         output_rate = max(price.output, price.reasoning or 0.0)
-        return (estimate_input_tokens(request.messages) * price.input + max_tokens * output_rate) / 1_000_000
+        input_tokens = estimate_input_tokens(request.messages) + history_tokens
+        return (input_tokens * price.input + max_tokens * output_rate) / 1_000_000
 
-    async def admit(self, user_id: str, request: ChatRequest, providers: Sequence[ProviderConfig]) -> Admission:
+    def history_tokens(self, session_id: str | None) -> int:
+        """The most a session's stored history adds to a call's input: its estimate, capped by the context budget."""
+        if session_id is None or not self.store.count_messages(session_id):
+            return 0
+        cap = self.context.history_max_tokens
+        return cap if cap is not None else estimate_input_tokens(self.store.messages(session_id))
+
+    async def admit(
+        self, user_id: str, request: ChatRequest, providers: Sequence[ProviderConfig], session_id: str | None
+    ) -> Admission:
         """Admit the request against every budget it falls under, or raise ``BudgetExceeded`` (429)."""
         self.providers = {p.provider_id: p for p in providers}
         admission = Admission(self, request, self.budgets_for(user_id, request))
         if not admission.budgets:
             return admission
-        worst = self.worst_case(request)
+        worst = self.worst_case(request, self.history_tokens(session_id))
         named = ", ".join(budget.describe() for budget in admission.budgets)
         if worst is None:
             model = f"{request.provider}/{request.model or ''}".rstrip("/")

@@ -136,7 +136,7 @@ class Gateway:
         # Budgets seed from the store: a restarted ledger starts from what the period's runs already cost.
         ledger = BudgetLedger(seed=backend.store.spent, warn_at=settings.budgets.warn_at)
         self.limits = limits or LocalUserLimits(settings.limits, ledger=ledger)
-        self.budgets = BudgetGuard(settings, PriceTable.load(settings.prices), self.limits)
+        self.budgets = BudgetGuard(settings, PriceTable.load(settings.prices), self.limits, backend.store)
         self.media = MediaPolicy(tuple(Path(d) for d in settings.media_dirs))
         self.admin_key_env = settings.admin_key_env
         self.configured = {p.provider_id for p in settings.providers}
@@ -160,7 +160,7 @@ class Gateway:
         request.key_id = request.key_id or (caller.key_id if caller is not None else None)
         lease = (await self.limits.acquire(user_id)).raise_if_refused()
         try:
-            admission = await self.budgets.admit(user_id, request, await self.backend.providers())
+            admission = await self.budgets.admit(user_id, request, await self.backend.providers(), session_id)
         except BaseException:
             self.limits.release(lease, 0)
             raise

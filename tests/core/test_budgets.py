@@ -163,3 +163,32 @@ async def test_fifty_concurrent_requests_on_two_replicas_overshoot_by_nothing(tm
     assert admitted >= 5  # at least what fits worst case after worst case ($17 each)
     assert group.limits.ledger.held == {("user", "ann", "day"): 0.0}  # every reservation replaced by its cost
 
+
+
+async def test_history_counts_in_the_worst_case_so_sessions_do_not_overshoot_either(tmp_path: Path) -> None:
+    """50 concurrent turns of 50 sessions that already hold history: the estimate of the request's own messages
+    would miss it (a $80 turn would reserve $26); the session's history, capped by the context budget, is held."""
+    providers = [
+        {"provider_id": "echo", "provider_type": "echo", "model": "echo", "default_max_tokens": 5},
+        {"provider_id": "priced", "provider_type": "echo", "model": "p-1", "default_max_tokens": 5, "budget_usd": 1000},
+    ]
+    group = replicas(tmp_path, providers=providers, context={"history_max_tokens": 60})
+    words = " ".join(f"w{i}" for i in range(12))
+    a, b = client(group.apps[0], **{"X-User-Id": "ann"}), client(group.apps[1], **{"X-User-Id": "ann"})
+    async with a, b:
+        for i in range(50):  # each session: 24 words of history, on the unbudgeted provider
+            seeded = chat(messages=[{"role": "user", "content": words}], stream_format="json")
+            assert (await a.post("/api/streaming/chat", json=seeded, headers={"X-Session-Id": f"s{i}"})).is_success
+        turn = chat("priced", stream_format="json")
+        turns = [
+            http.post("/api/streaming/chat", json=turn, headers={"X-Session-Id": f"s{i}"})
+            for i, http in enumerate([a, b] * 25)
+        ]
+        responses = await asyncio.gather(*turns)
+    admitted = [r for r in responses if r.status_code == 200]
+    costs = [row["cost_usd"] for row in group.store.run_costs(0, math.inf) if row["provider"] == "priced"]
+    spent = sum(costs)
+    overshoot = max(0.0, spent - 1000)
+    print(f"50 concurrent session turns on 2 replicas, budget $1000: {len(admitted)} admitted, ${spent:.2f} spent")
+    assert costs == [80.0] * len(admitted)  # 26 input tokens at $3 and 2 output at $1: more than $26
+    assert overshoot == 0.0 and len(admitted) >= 4  # $206 reserved each: (7 + 60 history) x $3 + 5 x $1
