@@ -131,7 +131,7 @@ def summary_row(s: CandidateSummary) -> tuple[str, ...]:
     return (
         s.label,
         str(s.cells),
-        str(s.errors),
+        str(s.errors) + (f" ({s.refused} refused: budget)" if s.refused else ""),
         f"{s.pass_rate:.1%}",
         format_ms(s.latency_p50),
         format_ms(s.latency_p95),

@@ -18,6 +18,7 @@ from relay.cli import main
 from relay.config import ProviderConfig
 from relay.evaluation import EvalOptions, Evaluation, LocalProviderLimiter, ResultStore, RuntimeStreams, parse_rows
 from relay.evaluation.plan import Candidate
+from relay.evaluation.summary import summary_row
 from relay.http.app import build_app
 from relay.session.local_backend import LocalBackend
 from relay.spend import Budget, Price, PriceTable, period_bounds
@@ -193,6 +194,7 @@ async def test_an_evaluation_stops_at_its_provider_budget_and_resumes_when_it_al
     assert refused["error"]["error_type"] == "budget_exceeded" and refused["output"] == "" and refused["cost"] == 0.0
     assert "provider echo budget of $40.00 per day has $10.0000 left" in refused["error"]["message"]
     assert first.summaries[0].refused == 4 and first.summaries[0].errors == 0
+    assert summary_row(first.summaries[0])[2] == "0 (4 refused: budget)"
     again = await evaluation(store, 40.0, clock).run()  # the same day: what the first run spent still counts
     assert again.called == 4 and [r["status"] for r in again.records].count("refused") == 4
     clock.now = period_bounds("day", clock.now)[1] or 0.0  # the next day: the budget allows two more
