@@ -122,7 +122,6 @@ class BudgetLedger:
         self.held: dict[tuple[str, str, str], float] = {}
         self.reservations: dict[str, _Reservation] = {}
         self._ids = itertools.count(1)
-        self.refused = 0
 
     def spent(self, budget: Budget) -> float:
         """What ``budget`` has spent in its current period (seeded from the store on first sight)."""
@@ -154,7 +153,6 @@ class BudgetLedger:
         for budget in budgets:
             used = self.spent(budget) + self.held.get(budget.scope, 0.0)
             if used >= budget.limit_usd or used + worst > budget.limit_usd:
-                self.refused += 1
                 _, end = period_bounds(budget.period, now)
                 retry = max(1.0, end - now) if end is not None else None
                 message = f"{budget.describe()} is spent" if used >= budget.limit_usd else (

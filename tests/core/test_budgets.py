@@ -15,10 +15,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import websockets
 
 from relay.cli import main
 from relay.spend import Budget, period_bounds
+from tests.fakes.openai_upstream import ServerThread
 from tests.fakes.priced import HELLO, Replicas, replicas
+from tests.waiting import await_until
 
 
 def client(app: Any, **headers: str) -> httpx.AsyncClient:
@@ -192,3 +195,33 @@ async def test_history_counts_in_the_worst_case_so_sessions_do_not_overshoot_eit
     print(f"50 concurrent session turns on 2 replicas, budget $1000: {len(admitted)} admitted, ${spent:.2f} spent")
     assert costs == [80.0] * len(admitted)  # 26 input tokens at $3 and 2 output at $1: more than $26
     assert overshoot == 0.0 and len(admitted) >= 4  # $206 reserved each: (7 + 60 history) x $3 + 5 x $1
+
+
+async def test_a_reservation_is_held_while_the_run_streams_and_a_websocket_turn_is_refused_alike(
+    tmp_path: Path,
+) -> None:
+    group = replicas(tmp_path, count=1, limits={"users": {"ann": {"budget_usd": 20, "budget_period": "day"}}})
+    ann = Budget("user", "ann", 20, "day")
+    slow = chat(messages=[{"role": "user", "content": "one two three four"}], provider_options={"tokens_per_s": 4})
+    with ServerThread(group.apps[0]) as server:
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-User-Id": "ann"}, timeout=30) as http:
+            async with http.stream("POST", "/api/streaming/chat", json=slow) as streaming:
+                assert streaming.status_code == 200
+                lines = streaming.aiter_lines()
+                assert orjson.loads(await anext(lines))["type"] == "status"
+                assert group.limits.ledger.held[ann.scope] == 19.0  # the worst case: 9 input and 5 output tokens
+                rest = [orjson.loads(line) async for line in lines if line]
+            assert rest[-1]["metrics"]["cost_usd"] == 12.0  # 4 words in at $1, 4 out at $2
+            await await_until(
+                lambda: group.limits.ledger.held[ann.scope], timeout_s=10, what="the settle", done=lambda h: h == 0
+            )
+            assert group.limits.ledger.spent(ann) == 12.0
+        ws_url = server.url.replace("http://", "ws://") + "/api/streaming/ws/ann"
+        async with websockets.connect(ws_url) as ws:  # $12 spent + $17 worst case > $20
+            data = {"messages": HELLO, "provider_id": "echo"}
+            await ws.send(orjson.dumps({"message_type": "chat_request", "request_id": "r1", "data": data}).decode())
+            reply = orjson.loads(await ws.recv())
+            while reply["message_type"] == "ack":  # the request is acknowledged, then answered
+                reply = orjson.loads(await ws.recv())
+    assert reply["message_type"] == "error" and reply["data"]["type"] == "budget_exceeded"
+    assert "user ann budget of $20.00 per day has $8.0000 left" in reply["data"]["message"]
