@@ -203,3 +203,40 @@ async def test_an_evaluation_stops_at_its_provider_budget_and_resumes_when_it_al
     raised = await evaluation(store, 1000.0, clock).run()  # a raised budget: the rest complete, nothing rerun
     assert raised.called == 2 and all(r["status"] == "ok" for r in raised.records)
     assert sum(r["cost"] for r in raised.records) == 6 * 15.0
+
+
+async def test_cached_input_reasoning_and_cache_writes_each_have_their_price_end_to_end(
+    tmp_path: Path, fake_openai: tuple[Any, str], fake_anthropic: tuple[Any, str]
+) -> None:
+    """The fake OpenAI reports 7 prompt tokens (2 cached) and 4 completion tokens (1 reasoning); the fake Anthropic
+    11 uncached input tokens, 5 cache reads and 3 cache writes, apart."""
+    anthropic, anthropic_url = fake_anthropic
+    (tmp_path / "upstream-prices.yaml").write_text(
+        "prices:\n"
+        "  up/*: {input: 1000000, output: 2000000, cached_input: 500000, reasoning: 10000000}\n"
+        "  claude/*: {input: 1000000, output: 2000000, cached_input: 100000, cache_write: 1250000}\n"
+    )
+    providers = [
+        {"provider_id": "up", "provider_type": "openai_compatible", "model": "fake", "base_url": fake_openai[1]},
+        {
+            "provider_id": "claude",
+            "provider_type": "anthropic",
+            "model": "fake-claude",
+            "base_url": anthropic_url,
+            "api_key": anthropic.api_key,
+        },
+    ]
+    settings = priced_settings(tmp_path, providers=providers, prices=str(tmp_path / "upstream-prices.yaml"))
+    backend = LocalBackend(settings)
+    with ServerThread(build_app(backend)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            for model in ("up", "claude"):
+                body = {"model": model, "messages": [{"role": "user", "content": "one two"}], "max_tokens": 5}
+                assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+    openai_run, anthropic_run = backend.store.run_costs(0, math.inf)
+    split = {"input": 5, "cached_input": 2, "cache_write": 0, "output": 3, "reasoning": 1}
+    assert openai_run["cost"]["tokens"] == split
+    assert openai_run["cost_usd"] == pytest.approx(5 * 1 + 2 * 0.5 + 3 * 2 + 1 * 10)
+    tokens = anthropic_run["cost"]["tokens"]
+    assert (tokens["input"], tokens["cached_input"], tokens["cache_write"]) == (11, 5, 3)
+    assert anthropic_run["cost_usd"] == pytest.approx(11 + 5 * 0.1 + 3 * 1.25 + tokens["output"] * 2)
