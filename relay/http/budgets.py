@@ -93,6 +93,8 @@ class Admission:
 
 
 class BudgetGuard:
+    """The gateway's side of budgets: which apply to a request, its worst case, and the ledger's answer."""
+
     def __init__(self, settings: RelaySettings, prices: PriceTable, limits: UserLimitsClient, store: Store) -> None:
         self.settings: BudgetSettings = settings.budgets
         self.context = settings.context
