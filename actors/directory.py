@@ -70,6 +70,7 @@ class SessionDirectory:
         self.store_url = settings.store_url
         self.default_provider = settings.default_provider
         self.context = settings.context
+        self.prices = settings.prices
         self.store = open_store(settings.store_url)
         self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
         self.live: OrderedDict[str, _Live] = OrderedDict()
@@ -171,7 +172,7 @@ class SessionDirectory:
         self.creating += 1
         try:
             actor = SessionActor.options(resources=self.settings.actor_resources or None).remote(
-                self.store_url, self.context
+                self.store_url, self.context, self.prices
             )
             await actor.hosted.remote()
             self._warm(actor)

@@ -22,7 +22,7 @@ from ray.actor import ActorHandle
 from ray.serve.exceptions import RayServeException
 
 from relay.config import ProviderConfig, RelaySettings
-from relay.evaluation.api import Prepared, ScorerLike, default_out, prepare, run_evaluation
+from relay.evaluation.api import Prepared, ScorerLike, default_out, prepare, provider_budgets, run_evaluation
 from relay.evaluation.costs import PriceTable
 from relay.evaluation.dataset import Row
 from relay.evaluation.limits import ProviderRateLimits
@@ -174,6 +174,7 @@ async def run_on_cluster(
             results_url=results_url,
             progress=progress,
             on_cell=on_cell,
+            budgets=provider_budgets(settings.providers),
         )
     finally:
         if not keep_pools:

@@ -243,7 +243,12 @@ class Ingress:
         # Bound pools become deployments of this app; the session actors look them up by name.
         self.pools = pools
         configure_logging([p.resolve_key() for p in settings.providers] + [os.environ.get(settings.admin_key_env)])
-        self.limits = RemoteUserLimits(settings.limits, limiter_name(serve.get_replica_context().app_name))
+        self.limits = RemoteUserLimits(
+            settings.limits,
+            limiter_name(serve.get_replica_context().app_name),
+            store_url=settings.store_url,
+            warn_at=settings.budgets.warn_at,
+        )
         self.limits.connect()
 
     def __serve_build_asgi_app__(self) -> HttpMetrics:

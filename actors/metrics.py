@@ -16,6 +16,10 @@ gauge set by every ingress replica is one series per replica.
     relay_ttft_seconds{provider}                     pool (histogram)
     relay_tokens_total{provider,kind}                pool (kind: input, output)
     relay_pool_streams{provider}                     pool (streams the replica carries now)
+    relay_cost_usd_total{provider,model}             session actors (priced model calls, relay.spend)
+    relay_cost_tokens_total{provider,model,kind}     session actors (kind: input, cached_input, cache_write,
+                                                     output, reasoning; priced or not)
+    relay_unpriced_calls_total{provider,model}       session actors (calls to a model without a price)
 """
 
 from __future__ import annotations
@@ -28,7 +32,18 @@ from typing import Any
 from ray.util.metrics import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["HttpMetrics", "IngressMetrics", "PoolMetrics", "ingress_metrics", "pool_metrics", "TTFT_BUCKETS"]
+from relay.spend import CallCost
+
+__all__ = [
+    "HttpMetrics",
+    "IngressMetrics",
+    "PoolMetrics",
+    "SpendMetrics",
+    "ingress_metrics",
+    "pool_metrics",
+    "spend_metrics",
+    "TTFT_BUCKETS",
+]
 
 TTFT_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 
@@ -100,6 +115,30 @@ class PoolMetrics:
         self.streams.set(self._open[provider], tags={"provider": provider})
 
 
+class SpendMetrics:
+    """What model calls cost, by provider and model: counted where runs are costed (the session actors)."""
+
+    def __init__(self) -> None:
+        tags = ("provider", "model")
+        self.cost = Counter("relay_cost_usd_total", description="USD of priced model calls.", tag_keys=tags)
+        self.tokens = Counter(
+            "relay_cost_tokens_total", description="Tokens of costed model calls, by kind.", tag_keys=(*tags, "kind")
+        )
+        self.unpriced = Counter(
+            "relay_unpriced_calls_total", description="Model calls to a model without a price.", tag_keys=tags
+        )
+
+    def record(self, call: CallCost) -> None:
+        tags = {"provider": call.provider, "model": call.model or ""}
+        if call.usd is None:
+            self.unpriced.inc(tags=tags)
+        elif call.usd:
+            self.cost.inc(call.usd, tags=tags)
+        for kind, count in call.tokens.items():
+            if count:
+                self.tokens.inc(count, tags=tags | {"kind": kind})
+
+
 @functools.cache
 def ingress_metrics() -> IngressMetrics:
     """Made on first use, in the replica's process, and shared by everything in it."""
@@ -109,6 +148,11 @@ def ingress_metrics() -> IngressMetrics:
 @functools.cache
 def pool_metrics() -> PoolMetrics:
     return PoolMetrics()
+
+
+@functools.cache
+def spend_metrics() -> SpendMetrics:
+    return SpendMetrics()
 
 
 class HttpMetrics:

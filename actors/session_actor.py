@@ -21,9 +21,11 @@ from relay.request import ChatRequest, Target
 from relay.session.balancer import Balancer
 from relay.session.runlog import RunNotLive
 from relay.session.session import Session
+from relay.spend import PriceTable
 from relay.store import Store, open_store
 from relay.types import Batches
 
+from .metrics import spend_metrics
 from .pools import PoolHandles
 
 __all__ = ["SessionActor", "SessionMoved"]
@@ -37,10 +39,12 @@ class SessionMoved(Exception):
 
 @ray.remote(num_cpus=0)
 class SessionActor:
-    def __init__(self, store_url: str, context: ContextSettings) -> None:
+    def __init__(self, store_url: str, context: ContextSettings, prices: str | None = None) -> None:
+        """``prices``: the settings' price table path (None: the one Relay ships), read once per process."""
         configure_logging()
         self.store: Store = open_store(store_url)
         self.context = context
+        self.prices = PriceTable.load(prices)
         self.sessions: dict[str, Session] = {}
         # kept across recycles: each handle's router warms up once per process
         self.pool_handles = PoolHandles()
@@ -51,7 +55,9 @@ class SessionActor:
         """``new``: the directory just created the session, so there is no run to interrupt and no history to read."""
         if not new:
             self.store.interrupt_running(session_id)
-        self.sessions[session_id] = Session(self.store, session_id, user_id, self.context, self.balancer, new=new)
+        self.sessions[session_id] = Session(
+            self.store, session_id, user_id, self.context, self.balancer, self.prices, spend_metrics().record, new=new
+        )
 
     async def chat(self, session_id: str, request: ChatRequest) -> Batches:
         session = self.sessions.get(session_id)

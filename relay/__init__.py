@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from relay.client import AsyncClient, Client
     from relay.errors import (
         AuthenticationFailed,
+        BudgetExceeded,
         Conflict,
         InvalidRequest,
         NotFound,
@@ -69,6 +70,7 @@ __all__ = [
     "as_relay_error",
     "AsyncClient",
     "AuthenticationFailed",
+    "BudgetExceeded",
     "BaseProviderAdapter",
     "cache_hit",
     "CacheHit",
@@ -120,6 +122,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "relay.client": ("AsyncClient", "Client"),
     "relay.errors": (
         "AuthenticationFailed",
+        "BudgetExceeded",
         "Conflict",
         "InvalidRequest",
         "NotFound",

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 
 __all__ = [
     "AuthSettings",
+    "BudgetPeriod",
+    "BudgetSettings",
     "CacheSettings",
     "ContextSettings",
     "LimitSettings",
@@ -40,6 +42,8 @@ COALESCE_BASE_S = 0.02
 COALESCE_PER_WINDOW = 4.0
 
 Strategy = Literal["weighted", "least-busy", "latency"]
+# The calendar period a budget resets after (UTC, relay.spend.ledger); "none" never resets.
+BudgetPeriod = Literal["day", "week", "month", "none"]
 
 
 class CacheSettings(BaseModel):
@@ -95,6 +99,20 @@ class UserLimits(BaseModel):
     requests_per_min: int | None = Field(default=None, ge=1)
     tokens_per_min: int | None = Field(default=None, ge=1)
     concurrent_streams: int | None = Field(default=None, ge=1)
+    # USD the user may spend per budget_period, across all their keys (relay.spend.ledger).
+    budget_usd: float | None = Field(default=None, gt=0)
+    budget_period: BudgetPeriod = "month"
+
+
+class BudgetSettings(BaseModel):
+    """``budgets:`` what every budget (key, user, provider) shares."""
+
+    model_config = ConfigDict(extra="forbid")
+    # A request to a model without a price, under a budget: "allow" serves it (it cannot be counted, so the stream
+    # gets a budget_unpriced warning and its run is recorded unpriced), "refuse" answers 403 before it starts.
+    unpriced: Literal["allow", "refuse"] = "allow"
+    # Share of a budget used (spent and held) from which a stream gets a budget_warning event.
+    warn_at: float = Field(default=0.8, gt=0, le=1)
 
 
 class LimitSettings(UserLimits):
@@ -243,6 +261,9 @@ class ProviderConfig(BaseModel):
     autoscaling_config: dict[str, Any] | None = None
     max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    # USD this provider may cost per budget_period, across every caller and evaluation (relay.spend.ledger).
+    budget_usd: float | None = Field(default=None, gt=0)
+    budget_period: BudgetPeriod = "month"
     # The Serve application hosting this provider's pool; set at deploy or registration time.
     pool_app: str | None = Field(default=None, exclude=True)
 
@@ -327,6 +348,9 @@ class RelaySettings(BaseModel):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     # Load-balanced routes: a name clients use as their model, over several pools (relay.session.balancer).
     routes: list[RouteConfig] = Field(default_factory=list)
+    # The price table runs are costed with (relay.spend.prices); None: config/prices.yaml as shipped.
+    prices: str | None = None
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
 
     def model_post_init(self, context: Any) -> None:
         if not self.providers:

@@ -11,6 +11,7 @@
     ├── UnsupportedMediaType        415 invalid_request_error
     ├── Unprocessable               422 unprocessable_entity_error
     ├── RateLimited                 429 rate_limit_error
+    │   └── BudgetExceeded          429 budget_exceeded
     ├── ProviderError               502 provider_error
     │   └── ProviderTimeout         504 timeout_error
     └── Overloaded                  503 overloaded_error
@@ -35,6 +36,7 @@ __all__ = [
     "UnsupportedMediaType",
     "Unprocessable",
     "RateLimited",
+    "BudgetExceeded",
     "ProviderError",
     "ProviderTimeout",
     "Overloaded",
@@ -136,6 +138,13 @@ class RateLimited(RelayError):
     retryable = True
 
 
+class BudgetExceeded(RateLimited):
+    """A key's, user's or provider's spending budget is spent (``relay.spend.ledger``); Retry-After: the reset."""
+
+    error_type = "budget_exceeded"
+    retryable = False
+
+
 class ProviderError(RelayError):
     status_code = 502
     error_type = "provider_error"
@@ -165,6 +174,7 @@ _BY_TYPE: dict[str, type[RelayError]] = {
         PayloadTooLarge,
         Unprocessable,
         RateLimited,
+        BudgetExceeded,
         ProviderError,
         ProviderTimeout,
         Overloaded,

@@ -175,6 +175,9 @@ class Metrics(BaseModel):
     tokens_per_s: float | None = None
     model: str | None = None
     provider: str | None = None
+    # The run's cost in USD (relay.spend); None, with ``unpriced``, when a model it called has no price.
+    cost_usd: float | None = None
+    unpriced: bool = False
 
 
 class FinishEvent(_Event):

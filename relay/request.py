@@ -70,6 +70,8 @@ class ChatRequest:
     parent_run_id: str | None = None
     instructions: str | None = None
     store: bool = True
+    # The API key that opened the run (relay.http.auth; None on an open server): spend is reported by key.
+    key_id: str | None = None
 
     def for_pool(self, messages: list[dict[str, Any]]) -> ChatRequest:
         """What a provider pool receives: these messages, without what only the session acts on."""

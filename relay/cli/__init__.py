@@ -1,4 +1,4 @@
-"""``relay``: serve, chat, status, keys and eval from the terminal; one module per command.
+"""``relay``: serve, chat, status, keys, spend and eval from the terminal; one module per command.
 
 The commands are imported when ``main`` runs, not with the package: modules
 that only need ``relay.cli.output`` (the evaluation summary) must not pull in
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     from relay.cli.eval import add_eval_parser, run_eval
     from relay.cli.keys import add_keys_parser, run_keys
     from relay.cli.serve import run_serve
+    from relay.cli.spend import add_spend_parser, run_spend
     from relay.cli.status import run_status
     from relay.logs import configure_cli_logging
 
@@ -42,8 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     for command in (chat, status):
         add_connection_options(command)
     add_keys_parser(commands, [common])
+    add_spend_parser(commands, [common])
     add_eval_parser(commands, [common])
     args = parser.parse_args(argv)
     configure_cli_logging(verbose=args.verbose)
-    handler = {"serve": run_serve, "chat": run_chat, "status": run_status, "keys": run_keys, "eval": run_eval}
+    handler = {
+        "serve": run_serve,
+        "chat": run_chat,
+        "status": run_status,
+        "keys": run_keys,
+        "spend": run_spend,
+        "eval": run_eval,
+    }
     return handler[args.command](args)

@@ -26,8 +26,18 @@ from relay.evaluation.results import open_results
 from relay.evaluation.runner import EvalResult, Evaluation, ProviderLimiter, StreamOpener
 from relay.evaluation.scoring import PythonScorer, Scorer
 from relay.evaluation.spec import EvalOptions, candidate_for, candidates_for, parse_scorer
+from relay.spend import Budget
 
-__all__ = ["Prepared", "ScorerLike", "prepare", "preflight", "run_evaluation", "evaluate_local", "default_out"]
+__all__ = [
+    "Prepared",
+    "ScorerLike",
+    "prepare",
+    "preflight",
+    "provider_budgets",
+    "run_evaluation",
+    "evaluate_local",
+    "default_out",
+]
 
 ScorerLike = Scorer | str | Callable[[str, Row], Any]
 
@@ -100,6 +110,15 @@ def preflight(
         store.close()
 
 
+def provider_budgets(configs: Sequence[ProviderConfig]) -> dict[str, Budget]:
+    """The budgets of the providers that have one (``budget_usd`` in their config)."""
+    return {
+        config.provider_id: Budget("provider", config.provider_id, config.budget_usd, config.budget_period)
+        for config in configs
+        if config.budget_usd is not None
+    }
+
+
 def default_out(dataset: str | Path) -> Path:
     return Path(".relay") / "eval" / Path(dataset).stem
 
@@ -115,8 +134,10 @@ async def run_evaluation(
     results_url: str | None = None,
     progress: Progress | None = None,
     on_cell: Callable[[dict[str, Any]], None] | None = None,
+    budgets: dict[str, Budget] | None = None,
 ) -> EvalResult:
-    """Run, then write JSONL, CSV (Parquet), the HTML report and summary.json into ``out``."""
+    """Run, then write JSONL, CSV (Parquet), the HTML report and summary.json into ``out``; ``budgets``: per
+    provider (``provider_budgets``), cells past one are recorded refused."""
     options = options or EvalOptions()
     store = open_results(results_url, out)
     try:
@@ -131,6 +152,7 @@ async def run_evaluation(
             prices=prices if prices is not None else PriceTable.load(),
             progress=progress,
             on_cell=on_cell,
+            budgets=budgets,
         )
         result = await evaluation.run()
     finally:
@@ -174,6 +196,7 @@ async def evaluate_local(
             results_url=results_url,
             progress=progress,
             on_cell=on_cell,
+            budgets=provider_budgets(configs),
         )
     finally:
         await streams.aclose()

@@ -1,4 +1,5 @@
-"""Runs the cells of an evaluation: resume, cost ceiling, per-provider concurrency, rate limits, scoring.
+"""Runs the cells of an evaluation: resume, cost ceiling, provider budgets, per-provider concurrency, rate limits,
+scoring.
 
 Plain asyncio over two seams: ``open_stream(request)`` yields a provider's
 event batches (a Serve pool's ``stream`` on a cluster, a ``ProviderRuntime``
@@ -7,6 +8,15 @@ in one process), and a limiter holds the rate buckets (an actor on a cluster,
 once, in the provider runtime; a cell that still fails is recorded with its
 error and the run goes on. Each cell is written to the result store as soon
 as it finishes, so a stopped run loses only the cells in flight.
+
+A provider with a budget (``budget_usd`` in its config) admits each cell
+against its worst case, as the ingress admits a chat run (``relay.spend``):
+once the budget is spent the remaining cells are recorded ``refused``, not
+called, and a later run of the same evaluation calls them again (resume) when
+the budget allows, in the next period or under a raised limit. The ledger is
+this evaluation's own, seeded from its result store (so a resumed run counts
+what its earlier runs spent); evaluations do not share it with each other or
+with chat, whose budgets the ingress keeps. Judge calls are not held to it.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +43,7 @@ from relay.evaluation.spec import EvalOptions
 from relay.evaluation.summary import CandidateSummary, below_threshold, summarize
 from relay.reply import Reply
 from relay.request import ChatRequest
+from relay.spend import Budget, BudgetLedger, RunCost
 from relay.types import StreamOpener
 
 __all__ = ["Evaluation", "EvalResult", "ProviderLimiter", "scorer_hash"]
@@ -59,6 +70,7 @@ class _Call:
     latency_ms: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
     error: dict[str, Any] | None = None
 
 
@@ -93,7 +105,10 @@ class Evaluation:
         prices: PriceTable | None = None,
         progress: Progress | None = None,
         on_cell: Callable[[dict[str, Any]], None] | None = None,
+        budgets: Mapping[str, Budget] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``budgets``: provider id to its budget; ``clock``: wall time, for the budgets' periods."""
         self.rows = rows
         self.candidates = candidates
         self.open_stream = open_stream
@@ -110,6 +125,8 @@ class Evaluation:
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._paused_until: dict[str, float] = {}
         self._corrections: dict[str, int] = {}
+        self.budgets = dict(budgets or {})
+        self.ledger = BudgetLedger(clock, seed=self._spent_before)
 
     def pending(self) -> tuple[list[Cell], list[Cell], dict[CellKey, dict[str, Any]]]:
         """(cells to call, finished cells to re-score because the scorers changed, stored records)."""
@@ -117,7 +134,8 @@ class Evaluation:
         to_call, to_rescore = [], []
         for cell in self.cells:
             record = stored.get(cell.key)
-            if record is None or (record["status"] == "error" and self.options.retry_errors):
+            retry = record is not None and record["status"] == "error" and self.options.retry_errors
+            if record is None or record["status"] == "refused" or retry:
                 to_call.append(cell)
             elif record["status"] == "ok" and record["scorer_hash"] != self.scorer_hash:
                 to_rescore.append(cell)
@@ -191,14 +209,54 @@ class Evaluation:
             failing=failing,
         )
 
+    def _spent_before(self, kind: str, subject: str, since: float) -> float:
+        """What this evaluation's stored cells of a provider cost in the period: a resumed run starts from it."""
+        stored = self.store.records(cell.key for cell in self.cells).values()
+        return sum(r["cost"] or 0.0 for r in stored if r["provider"] == subject and (r["updated_at"] or 0) >= since)
+
     async def _called(self, cell: Cell) -> None:
-        async with self._slots[cell.candidate.provider]:
+        candidate = cell.candidate
+        budget = self.budgets.get(candidate.provider)
+        async with self._slots[candidate.provider]:
+            reservation = ""
+            if budget is not None:  # in the slot: only cells in flight hold a reservation
+                worst = self.prices.cost(
+                    candidate.provider, candidate.model, estimate_input_tokens(cell.request.messages), cell.max_tokens
+                )
+                decision = self.ledger.reserve([budget], worst)
+                if decision.reservation is None:
+                    self._finished(cell, self._refused(cell, decision.message or "budget spent"), error=True)
+                    return
+                reservation = decision.reservation
             call = await self.call(cell.request, cell.max_tokens)
         record = await self._record(cell, call)
+        if budget is not None:
+            self.ledger.settle(reservation, record["cost"], [budget])
+        self._finished(cell, record, error=call.error is not None)
+
+    def _finished(self, cell: Cell, record: dict[str, Any], *, error: bool) -> None:
         if self.progress is not None:
-            self.progress.update(cell.candidate.label, error=call.error is not None)
+            self.progress.update(cell.candidate.label, error=error)
         if self.on_cell is not None:
             self.on_cell(record)
+
+    def _refused(self, cell: Cell, message: str) -> dict[str, Any]:
+        """A cell its provider's budget did not admit: stored, never called, called again by a later run."""
+        candidate = cell.candidate
+        error = {"error_type": "budget_exceeded", "message": message, "status_code": 429}
+        record = self._cell_fields(cell) | {
+            "status": "refused",
+            "output": "",
+            "finish_reason": None,
+            "ttft_ms": None,
+            "latency_ms": 0.0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost": 0.0 if self.prices.lookup(candidate.provider, candidate.model) else None,
+            "error": error,
+        } | self._scored([], error)
+        self.store.put(record)
+        return record
 
     async def _rescored(self, cell: Cell, stored: dict[str, Any]) -> None:
         scores = await self.score(stored["output"], cell.row)
@@ -235,6 +293,7 @@ class Evaluation:
         call.finish_reason = "error" if call.error else reply.finish_reason
         call.input_tokens = reply.usage.get("input_tokens", 0)
         call.output_tokens = reply.usage.get("output_tokens", 0)
+        call.usage = dict(reply.usage)
         used = call.input_tokens + call.output_tokens
         if limited and used:
             # Settled with this provider's next reservation, or at the end of the run.
@@ -270,7 +329,7 @@ class Evaluation:
         )
         async with self._slots[judge.provider]:
             call = await self.call(request, scorer.max_tokens)
-        cost = self.prices.cost(judge.provider, judge.model, call.input_tokens, call.output_tokens) or 0.0
+        cost = self._cost(judge.provider, judge.model, call) or 0.0
         if call.error:
             return Score(scorer.name, 0.0, False, f"judge call failed: {call.error.get('message')}", cost)
         verdict = scorer.verdict(call.text)
@@ -285,26 +344,36 @@ class Evaluation:
             "judge_cost": sum(s.cost for s in scores),
         }
 
-    async def _record(self, cell: Cell, call: _Call) -> dict[str, Any]:
-        scores = [] if call.error else await self.score(call.text, cell.row)
+    def _cost(self, provider: str, model: str, call: _Call) -> float | None:
+        """Each kind of token at its own price (cached input, reasoning), as a chat run is costed."""
+        return RunCost().add_usage(self.prices, provider, model, call.usage).usd
+
+    @staticmethod
+    def _cell_fields(cell: Cell) -> dict[str, Any]:
         candidate = cell.candidate
-        record = {
+        return {
             "row_id": cell.row.id,
             "provider": candidate.provider,
             "model": candidate.model,
             "repeat": cell.repeat,
             "config_hash": cell.config_hash,
             "label": candidate.label,
-            "status": "error" if call.error else "ok",
             "prompt": cell.row.prompt,
             "expected": cell.row.expected,
+        }
+
+    async def _record(self, cell: Cell, call: _Call) -> dict[str, Any]:
+        scores = [] if call.error else await self.score(call.text, cell.row)
+        candidate = cell.candidate
+        record = self._cell_fields(cell) | {
+            "status": "error" if call.error else "ok",
             "output": call.text,
             "finish_reason": call.finish_reason,
             "ttft_ms": call.ttft_ms,
             "latency_ms": call.latency_ms,
             "input_tokens": call.input_tokens,
             "output_tokens": call.output_tokens,
-            "cost": self.prices.cost(candidate.provider, candidate.model, call.input_tokens, call.output_tokens),
+            "cost": self._cost(candidate.provider, candidate.model, call),
             "error": call.error,
         } | self._scored(scores, call.error)
         self.store.put(record)

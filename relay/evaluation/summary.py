@@ -45,6 +45,8 @@ class CandidateSummary:
     model: str
     cells: int = 0
     errors: int = 0
+    # Cells a provider budget did not admit (relay.evaluation.runner): not called, called again on resume.
+    refused: int = 0
     passed: int = 0
     latency_p50: float | None = None
     latency_p95: float | None = None
@@ -75,6 +77,7 @@ def summarize(records: Iterable[dict[str, Any]], labels: Sequence[str] = ()) -> 
         summary.provider, summary.model = record["provider"], record["model"]
         summary.cells += 1
         summary.errors += record["status"] == "error"
+        summary.refused += record["status"] == "refused"
         summary.passed += bool(record.get("passed"))
         summary.input_tokens += record.get("input_tokens") or 0
         summary.output_tokens += record.get("output_tokens") or 0
@@ -128,7 +131,7 @@ def summary_row(s: CandidateSummary) -> tuple[str, ...]:
     return (
         s.label,
         str(s.cells),
-        str(s.errors),
+        str(s.errors) + (f" ({s.refused} refused: budget)" if s.refused else ""),
         f"{s.pass_rate:.1%}",
         format_ms(s.latency_p50),
         format_ms(s.latency_p95),

@@ -16,6 +16,7 @@ from relay import tracing
 from relay.errors import RelayError, as_relay_error, from_event
 from relay.http.anthropic_api import anthropic_routes
 from relay.http.auth import Authenticator, AuthMiddleware
+from relay.http.budgets import BudgetHeaders
 from relay.http.conversations_api import conversation_routes
 from relay.http.gateway import SESSION_HEADER, Gateway, RunFailed
 from relay.http.health import probe_routes
@@ -27,6 +28,7 @@ from relay.http.playground import playground_routes
 from relay.http.providers_api import provider_routes
 from relay.http.responses_api import responses_routes
 from relay.http.sessions_api import session_routes
+from relay.http.spend_api import spend_routes
 from relay.http.streaming_api import streaming_routes
 from relay.http.websocket import WebSocketManager
 from relay.logs import RequestIdMiddleware
@@ -77,6 +79,7 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
         *anthropic_routes(gateway),
         *streaming_routes(gateway),
         *provider_routes(gateway),
+        *spend_routes(gateway),
         *session_routes(backend),
         *conversation_routes(backend),
         *probe_routes(backend),
@@ -94,5 +97,6 @@ def build_app(backend: Backend, limits: UserLimitsClient | None = None) -> Starl
         Middleware(RequestIdMiddleware),
         *tracing.ingress_middleware(),
         Middleware(AuthMiddleware, authenticator=authenticator),
+        Middleware(BudgetHeaders),
     ]
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)

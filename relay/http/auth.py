@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
@@ -52,6 +53,7 @@ __all__ = [
     "hash_key",
     "identity_of",
     "require_admin",
+    "CALLER",
 ]
 
 log = logging.getLogger("relay.http.auth")
@@ -69,6 +71,14 @@ class Identity:
     user_id: str
     is_admin: bool
     key_id: str
+    # The key's spending budget (relay.spend.ledger), None for none.
+    budget_usd: float | None = None
+    budget_period: str = "month"
+
+
+# The request's identity, for code that sees no Starlette request (the gateway opening a run charges the key):
+# set by the middleware for exactly the app call, so a detached run's task inherits it.
+CALLER: ContextVar[Identity | None] = ContextVar("relay_caller", default=None)
 
 
 def new_key() -> tuple[str, str, str]:
@@ -112,7 +122,11 @@ class Authenticator:
         if cached is not None and now - cached[0] < self.settings.cache_ttl_s:
             return cached[1]
         row = self.store.api_key_by_hash(digest)
-        identity = Identity(row["user_id"], row["is_admin"], row["key_id"]) if row else None
+        identity = (
+            Identity(row["user_id"], row["is_admin"], row["key_id"], row["budget_usd"], row["budget_period"] or "month")
+            if row
+            else None
+        )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = (now, identity)
@@ -155,7 +169,11 @@ class AuthMiddleware:
             await _refuse(scope, send, wrong=key is not None)
             return
         scope[_SCOPE_KEY] = identity
-        await self.app(scope, receive, send)
+        token = CALLER.set(identity)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CALLER.reset(token)
 
 
 def _public(scope: Scope) -> bool:

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from relay import tracing
 from relay.config import ProviderConfig
 from relay.errors import InvalidRequest, NotFound
-from relay.http.auth import require_admin
+from relay.http.auth import CALLER, require_admin
+from relay.http.budgets import BudgetGuard
 from relay.http.detached import DetachedRun
 from relay.http.limits import LocalUserLimits, UserLimitsClient, check_size, metered
 from relay.http.schemas import SESSION_ID_PATTERN, _ChatBase, to_chat_request
@@ -32,6 +33,7 @@ from relay.request import ChatRequest, Target
 from relay.session.backend import Backend, RunStream
 from relay.session.planner import RunPlanner
 from relay.session.runlog import Cursor, RunNotLive
+from relay.spend import BudgetLedger, PriceTable
 from relay.types import Batch, Batches
 
 __all__ = [
@@ -132,7 +134,10 @@ class Gateway:
     def __init__(self, backend: Backend, limits: UserLimitsClient | None = None) -> None:
         self.backend = backend
         settings = backend.settings
-        self.limits = limits or LocalUserLimits(settings.limits)
+        # Budgets seed from the store: a restarted ledger starts from what the period's runs already cost.
+        ledger = BudgetLedger(seed=backend.store.spent, warn_at=settings.budgets.warn_at)
+        self.limits = limits or LocalUserLimits(settings.limits, ledger=ledger)
+        self.budgets = BudgetGuard(settings, PriceTable.load(settings.prices), self.limits, backend.store)
         self.media = MediaPolicy(tuple(Path(d) for d in settings.media_dirs))
         self.admin_key_env = settings.admin_key_env
         self.configured = {p.provider_id for p in settings.providers}
@@ -146,17 +151,26 @@ class Gateway:
         require_admin(request, self.admin_key_env)
 
     async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
-        """A run within the caller's limits: sizes checked, a stream slot leased, its tokens charged when it ends."""
+        """A run within the caller's limits: sizes checked, a stream slot leased, its worst case admitted under its
+        budgets (all before the session is touched), its tokens and cost charged when it ends."""
         limits = self.backend.settings.limits
         stored = self.backend.store.count_messages(session_id) if session_id and limits.max_session_messages else None
         check_size(limits, request.messages, stored)
         request.request_id = request.request_id or REQUEST_ID.get()
         tracing.carry(request, self.backend.settings.tracing.capture_content)
+        caller = CALLER.get()
+        request.key_id = request.key_id or (caller.key_id if caller is not None else None)
         lease = (await self.limits.acquire(user_id)).raise_if_refused()
+        try:
+            admission = await self.budgets.admit(user_id, request, await self.backend.providers(), session_id)
+        except BaseException:
+            self.limits.release(lease, 0)
+            raise
         try:
             run = await self.backend.open_run(session_id=session_id, user_id=user_id, request=request)
         except BaseException:
             self.limits.release(lease, 0)
+            admission.settle()
             raise
         # The request id explicitly: a resumable run opens in a context of its own, without the request's.
         context = {"request_id": request.request_id, "session_id": run.session_id, "user_id": user_id}
@@ -171,8 +185,10 @@ class Gateway:
                 if lease:
                     self.limits.release(lease, used[0])
                     lease = ""
+                    admission.settle()
 
-        return RunStream(run.session_id, metered(run.batches, limits.request_timeout_s, used), close)
+        batches = metered(admission.watch(run.batches), limits.request_timeout_s, used)
+        return RunStream(run.session_id, batches, close)
 
     async def chat_request(
         self,

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from relay.buckets import TokenBucket
 from relay.config import LimitSettings
 from relay.errors import PayloadTooLarge, ProviderTimeout, RateLimited
+from relay.spend import Budget, BudgetDecision, BudgetLedger
 from relay.types import Batches
 
 __all__ = [
@@ -173,24 +174,43 @@ class UserLimiter:
 
 
 class UserLimitsClient(Protocol):
-    """What the ingress calls: in-process, or the cluster's limiter actor."""
+    """What the ingress calls: in-process, or the cluster's limiter actor (which also holds the budgets)."""
 
     async def acquire(self, user_id: str) -> Decision: ...
 
     def release(self, lease: str, tokens: int) -> None: ...
 
+    async def reserve_budget(self, budgets: list[Budget], worst_usd: float | None) -> BudgetDecision: ...
+
+    def settle_budget(self, reservation: str, usd: float | None, budgets: list[Budget]) -> None: ...
+
 
 class LocalUserLimits:
-    """The in-process limiter: one ``UserLimiter`` shared by the event loop's requests."""
+    """The in-process limiter: one ``UserLimiter`` and one ``BudgetLedger`` shared by the event loop's requests.
 
-    def __init__(self, settings: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    Two apps handed the same instance stand in for two ingress replicas sharing the cluster's actor.
+    """
+
+    def __init__(
+        self,
+        settings: LimitSettings,
+        clock: Callable[[], float] = time.monotonic,
+        ledger: BudgetLedger | None = None,
+    ) -> None:
         self.limiter = UserLimiter(settings, clock)
+        self.ledger = ledger or BudgetLedger()
 
     async def acquire(self, user_id: str) -> Decision:
         return self.limiter.acquire(user_id)
 
     def release(self, lease: str, tokens: int) -> None:
         self.limiter.release(lease, tokens)
+
+    async def reserve_budget(self, budgets: list[Budget], worst_usd: float | None) -> BudgetDecision:
+        return self.ledger.reserve(budgets, worst_usd)
+
+    def settle_budget(self, reservation: str, usd: float | None, budgets: list[Budget]) -> None:
+        self.ledger.settle(reservation, usd, budgets)
 
 
 def check_size(settings: LimitSettings, messages: list[dict[str, Any]], stored: int | None) -> None:

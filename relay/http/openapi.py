@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from relay.http.conversations_api import AddItemsBody, CreateConversationBody, UpdateConversationBody
 from relay.http.schemas import ChatCompletionBody, MessagesBody, RegisterProviderBody, StreamingChatBody
 from relay.http.sessions_api import CreateSessionBody, PatchSessionBody
+from relay.http.spend_api import KeyBudgetBody
 from relay.wire.responses_input import ResponsesBody
 
 __all__ = ["OPERATIONS", "Operation", "openapi_route", "openapi_spec"]
@@ -78,7 +79,7 @@ _REASONS = {
     409: "Conflicts with the current state, e.g. a turn is running",
     413: "The body, or a file it names, is too large",
     415: "The body is not application/json",
-    429: "Rate limited upstream; see Retry-After",
+    429: "Rate limited (upstream, a per-user limit, or a budget: type budget_exceeded); see Retry-After",
     502: "The provider failed",
     503: "Overloaded, or not ready",
     504: "The provider timed out",
@@ -249,6 +250,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): Operation(
         "Delete the message that holds an item; answers the conversation", "conversations", errors=(404, 409)
+    ),
+    ("GET", "/api/spend"): Operation(
+        "What runs cost (USD, tokens by kind, unpriced runs), grouped; a non-admin key sees its own user's only",
+        "spend",
+        errors=(400, 401, 403),
+        query={
+            "from": _STRING,
+            "to": _STRING,
+            "group_by": {"enum": ["user", "key", "provider", "model", "day"]},
+            "user_id": _STRING,
+        },
+    ),
+    ("PATCH", "/api/keys/{key_id}"): Operation(
+        "Set or lift an API key's budget (admin)", "spend", KeyBudgetBody, errors=(*_BODY_ERRORS, 401, 403, 404)
     ),
     ("GET", "/api/stats"): Operation("Sessions, actors, pools and WebSocket counters", "operations"),
     ("GET", "/healthz"): Operation("Liveness: the ingress answers", "operations"),

@@ -18,6 +18,7 @@ from relay.session.backend import RunStream, StoredSessions
 from relay.session.balancer import Balancer
 from relay.session.runlog import RunNotLive
 from relay.session.session import Session
+from relay.spend import PriceTable
 from relay.store import Store, open_store
 from relay.types import Batches
 
@@ -34,6 +35,7 @@ class LocalBackend(StoredSessions):
         self.configs += self.registry.load()
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
+        self.prices = PriceTable.load(settings.prices)
         # One process: the pools' counters are right here, fresh on every pick.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=0.0)
 
@@ -62,7 +64,7 @@ class LocalBackend(StoredSessions):
         if session is None:
             context = self.settings.context
             session = self.sessions[session_id] = Session(
-                self.store, session_id, user_id, context, self.balancer, new=new
+                self.store, session_id, user_id, context, self.balancer, self.prices, new=new
             )
         if session.user_id != user_id:
             raise NotFound(f"Session '{session_id}' not found", param="session_id")

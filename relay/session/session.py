@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from relay import events, tracing
@@ -36,6 +36,7 @@ from relay.session.context import (
 )
 from relay.session.runlog import RunLog, RunNotLive
 from relay.session.steps import RunSteps
+from relay.spend import CallCost, PriceTable, RunCost
 from relay.store import Store, new_id
 from relay.types import Batches, StreamOpener
 
@@ -59,10 +60,18 @@ class Session:
         user_id: str,
         context: ContextSettings | None = None,
         balancer: Balancer | None = None,
+        prices: PriceTable | None = None,
+        on_cost: Callable[[CallCost], None] | None = None,
         *,
         new: bool = False,
     ) -> None:
+        """``prices`` costs every model call (none: every run is unpriced); ``on_cost`` sees each call's cost (the
+        Prometheus counters on a cluster)."""
         self.store = store
+        self.prices = prices or PriceTable()
+        self.on_cost = on_cost
+        # Runs still open: a summary that finishes in time adds its cost here; a later side call goes to the store.
+        self._costs: dict[str, RunCost] = {}
         # Shared by the process's sessions, so that least-busy routing counts all of its streams.
         self.balancer = balancer or Balancer()
         self.cache = ResponseCache(store)
@@ -160,10 +169,13 @@ class Session:
                 model=request.model,
                 input_messages=request.messages,
                 parent_run_id=request.parent_run_id,
+                user_id=self.user_id,
+                key_id=request.key_id,
             )
             self.history, self.head = history, run_id  # the session moves to the branch this run extends
         history.extend(request.messages)
         run_log = self.live_runs[run_id] = RunLog(run_id)
+        cost = self._costs[run_id] = RunCost()
         started = time.monotonic()
         ttft: float | None = None
         status = "interrupted"
@@ -176,7 +188,7 @@ class Session:
                 yield run_log.add(
                     [events.status("summarizing", f"summarizing {len(older) - self.summary_covers} older messages")]
                 )
-                await self._summary_within(older, open_stream)
+                await self._summary_within(older, open_stream, run_id)
             summary = None if branch else self.summary  # the session's summary covers its own history, not a branch's
             context = build_context(history, recent, summary, self.summary_topics, self._facts(request))
             if request.instructions:
@@ -194,6 +206,9 @@ class Session:
                 async for target, batch in batches:
                     served = target
                     reply.extend(batch)
+                    for event in batch:
+                        if event["type"] == "usage":  # one per model call, priced at the target that served it
+                            self._charge(cost.add_usage(self.prices, target.provider, target.model, event))
                     if batch[-1]["type"] == "finish":  # the session sends the run's own, with its id and metrics
                         batch = [event for event in batch if event["type"] != "finish"]
                         if not batch:
@@ -203,7 +218,7 @@ class Session:
                     yield run_log.add(batch)
             status = "completed" if reply.error is None else "failed"
             if status == "completed" and self.context.memory_provider and request.memory and request.store:
-                self._spawn(self._remember(last_user_text(request.messages), open_stream))
+                self._spawn(self._remember(last_user_text(request.messages), open_stream, run_id))
         except (asyncio.CancelledError, GeneratorExit):
             status = "cancelled"  # only the run's consumer cancels it (ray.cancel, or closing the generator)
             raise
@@ -217,13 +232,14 @@ class Session:
             reply.finish_reason = "error"
             yield run_log.add([error.to_event()])
         finally:
-            final = self._finish(run_id, reply, started, ttft, served)
+            del self._costs[run_id]
+            final = self._finish(run_id, reply, started, ttft, served, cost)
             if status == "cancelled":
                 final["reason"] = "cancelled"
             run_log.add([final])
             run_log.close()
             if request.store:
-                self._persist(run_id, status, reply, started, ttft, served, run_log.events)
+                self._persist(run_id, status, reply, started, ttft, served, run_log.events, cost)
             del self.live_runs[run_id]
         yield [final]
 
@@ -246,13 +262,14 @@ class Session:
     def _needs_summary(self, older: list[dict[str, Any]]) -> bool:
         return bool(self.context.summary_provider) and len(older) > self.summary_covers
 
-    async def _summary_within(self, older: list[dict[str, Any]], open_stream: StreamOpener) -> None:
-        """Start (or join) the summary of ``older``; wait for it at most ``summary_wait_s``, then go on without it."""
+    async def _summary_within(self, older: list[dict[str, Any]], open_stream: StreamOpener, run_id: str) -> None:
+        """Start (or join) the summary of ``older``; wait for it at most ``summary_wait_s``, then go on without it.
+        Its cost is the run's that started it."""
         if self._summarizing is None or self._summarizing.done():
-            self._summarizing = self._spawn(self._summarize(list(older), open_stream))
+            self._summarizing = self._spawn(self._summarize(list(older), open_stream, run_id))
         await asyncio.wait({self._summarizing}, timeout=self.context.summary_wait_s)
 
-    async def _summarize(self, older: list[dict[str, Any]], open_stream: StreamOpener) -> None:
+    async def _summarize(self, older: list[dict[str, Any]], open_stream: StreamOpener, run_id: str) -> None:
         assert self.context.summary_provider is not None
         request = ChatRequest(
             provider=self.context.summary_provider,
@@ -260,7 +277,7 @@ class Session:
             messages=summary_prompt(self.summary, older[self.summary_covers :]),
         )
         try:
-            summary, topics = parse_summary(await _complete(request, open_stream))
+            summary, topics = parse_summary(await self._side_call(request, open_stream, run_id))
         except Exception:
             log.exception("summarizing session %s failed; the turn goes on without it", self.session_id)
             return
@@ -272,19 +289,42 @@ class Session:
             return []
         return [m["content"] for m in self.store.memories(self.user_id, limit=self.context.memory_max_facts)]
 
-    async def _remember(self, user_text: str, open_stream: StreamOpener) -> None:
+    async def _remember(self, user_text: str, open_stream: StreamOpener, run_id: str) -> None:
         assert self.context.memory_provider is not None
         request = ChatRequest(
             provider=self.context.memory_provider, model=self.context.memory_model, messages=memory_prompt(user_text)
         )
         try:
-            facts = parse_facts(await _complete(request, open_stream))
+            facts = parse_facts(await self._side_call(request, open_stream, run_id))
         except Exception:
             log.exception("extracting memories for user %s failed", self.user_id)
             return
         self.store.add_memories(self.user_id, facts, self.session_id)
 
-    def _finish(self, run_id: str, reply: Reply, started: float, ttft: float | None, served: Target) -> dict[str, Any]:
+    async def _side_call(self, request: ChatRequest, open_stream: StreamOpener, run_id: str) -> str:
+        """The whole text of a summary or memory call, its cost added to the run that caused it: to the open run's
+        total, or once that is stored, to its row (a memory call starts after its run ends)."""
+        reply = Reply()
+        try:
+            async for batch in open_stream(request):
+                reply.extend(batch)
+        finally:
+            if reply.usage:
+                call = RunCost()
+                self._charge(call.add_usage(self.prices, request.provider, request.model, reply.usage))
+                if run_id in self._costs:
+                    self._costs[run_id].merge(call)
+                else:
+                    self.store.add_run_cost(run_id, call.to_dict())
+        return reply.content
+
+    def _charge(self, call: CallCost) -> None:
+        if self.on_cost is not None:
+            self.on_cost(call)
+
+    def _finish(
+        self, run_id: str, reply: Reply, started: float, ttft: float | None, served: Target, cost: RunCost
+    ) -> dict[str, Any]:
         total = time.monotonic() - started
         tokens = reply.usage.get("output_tokens", 0)
         return finish(
@@ -297,6 +337,9 @@ class Session:
                 "tokens_per_s": round(tokens / total, 2) if tokens and total > 0 else None,
                 "model": served.model,
                 "provider": served.provider,
+                # what the ingress settles the run's budgets with (relay.http.budgets)
+                "cost_usd": cost.usd,
+                "unpriced": cost.unpriced,
             },
         )
 
@@ -309,6 +352,7 @@ class Session:
         ttft: float | None,
         served: Target,
         run_events: list[dict[str, Any]],
+        cost: RunCost,
     ) -> None:
         """The run's row; its messages were committed step by step (``relay.session.steps``)."""
         self.store.finish_run(
@@ -326,12 +370,6 @@ class Session:
             provider=served.provider,
             model=served.model,
             events=run_events,
+            cost=cost.to_dict(),
         )
 
-
-async def _complete(request: ChatRequest, open_stream: StreamOpener) -> str:
-    """The whole text of a side request (summary, memory)."""
-    reply = Reply()
-    async for batch in open_stream(request):
-        reply.extend(batch)
-    return reply.content

@@ -26,12 +26,13 @@ from relay.store.conversation_rows import ConversationRows
 from relay.store.keys import ApiKeyRows
 from relay.store.response_rows import ResponseRows
 from relay.store.schema import MIGRATIONS, Dialect, new_id
+from relay.store.spend_rows import SpendRows
 
 __all__ = ["Store", "RUN_STATUSES"]
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed", "cancelled")
 _SESSION_JSON = ("session_data", "metadata", "summary_topics")
-_RUN_JSON = ("input", "tool_calls", "citations", "usage", "error", "feedback")
+_RUN_JSON = ("input", "tool_calls", "citations", "usage", "error", "feedback", "cost")
 _EDITABLE = ("session_data", "metadata", "name")
 
 
@@ -51,7 +52,7 @@ def _without_events(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, abc.ABC):
+class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, SpendRows, abc.ABC):
     """The store interface every backend implements; each statement is one short transaction."""
 
     dialect: Dialect
@@ -236,11 +237,14 @@ class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, abc.A
         model: str | None,
         input_messages: list[dict[str, Any]],
         parent_run_id: str | None = None,
+        user_id: str | None = None,
+        key_id: str | None = None,
     ) -> None:
+        """``user_id`` and ``key_id``: who opened the run, for spend (kept even if the session goes)."""
         self._write(
-            "INSERT INTO runs (run_id, session_id, status, provider, model, input, started_at, parent_run_id)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
-            (run_id, session_id, provider, model, _dumps(input_messages), time.time(), parent_run_id),
+            "INSERT INTO runs (run_id, session_id, status, provider, model, input, started_at, parent_run_id,"
+            " user_id, key_id) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, session_id, provider, model, _dumps(input_messages), time.time(), parent_run_id, user_id, key_id),
         )
 
     def finish_run(
@@ -260,13 +264,16 @@ class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, abc.A
         provider: str | None = None,
         model: str | None = None,
         events: list[dict[str, Any]] | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> None:
-        """Close a run; ``provider``/``model`` record who served it; ``events`` are kept for replay."""
+        """Close a run; ``provider``/``model`` record who served it; ``events`` are kept for replay; ``cost`` is
+        ``RunCost.to_dict()`` (its ``usd``, None when unpriced, is also the ``cost_usd`` column spend sums)."""
         assert status in RUN_STATUSES
         self._write(
             "UPDATE runs SET status = ?, output = ?, reasoning = ?, tool_calls = ?, citations = ?, usage = ?,"
             " finish_reason = ?, error = ?, ttft_ms = ?, total_ms = ?, finished_at = ?,"
-            " provider = COALESCE(?, provider), model = COALESCE(?, model), events = ? WHERE run_id = ?",
+            " provider = COALESCE(?, provider), model = COALESCE(?, model), events = ?, cost = ?, cost_usd = ?"
+            " WHERE run_id = ?",
             (
                 status,
                 output,
@@ -282,6 +289,8 @@ class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, abc.A
                 provider,
                 model,
                 _dumps(events) if events is not None else None,
+                _dumps(cost) if cost is not None else None,
+                cost.get("usd") if cost is not None else None,
                 run_id,
             ),
         )

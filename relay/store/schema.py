@@ -126,6 +126,17 @@ MIGRATIONS: list[Sequence[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS responses_session ON responses (session_id)",
     ),
+    (
+        # Spend (relay.spend): who opened each run (its user, and its API key when auth is on) and what it cost;
+        # cost_usd is NULL while it runs and when a model it called has no price (cost says "unpriced": true).
+        "ALTER TABLE runs ADD COLUMN user_id TEXT",
+        "ALTER TABLE runs ADD COLUMN key_id TEXT",
+        "ALTER TABLE runs ADD COLUMN cost_usd {real}",
+        "ALTER TABLE runs ADD COLUMN cost TEXT",
+        "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)",
+        "ALTER TABLE api_keys ADD COLUMN budget_usd {real}",
+        "ALTER TABLE api_keys ADD COLUMN budget_period TEXT",
+    ),
 ]
 
 

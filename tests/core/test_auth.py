@@ -63,7 +63,13 @@ def test_the_store_keeps_only_the_sha256_of_a_key(tmp_path: Path, capsys: pytest
     rows = store._rows("SELECT * FROM api_keys")
     assert len(rows) == 1 and rows[0]["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
     assert key not in orjson.dumps(rows).decode() and rows[0]["prefix"] == key[:10]
-    assert store.api_key_by_hash(hash_key(key)) == {"key_id": rows[0]["key_id"], "user_id": "alice", "is_admin": False}
+    assert store.api_key_by_hash(hash_key(key)) == {
+        "key_id": rows[0]["key_id"],
+        "user_id": "alice",
+        "is_admin": False,
+        "budget_usd": None,
+        "budget_period": "month",
+    }
     assert main(["keys", "list", "--store-url", url]) == 0
     listing = capsys.readouterr().out
     assert "alice" in listing and key[:10] in listing and key not in listing

@@ -79,9 +79,9 @@ def test_tables_into_a_pipe_are_plain_text(tmp_path: Path, capsys: pytest.Captur
     capsys.readouterr()
     assert main(["keys", "list", "--store-url", url]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["key_id", "user", "prefix", "admin", "created", "revoked"]
+    assert lines[0].split() == ["key_id", "user", "prefix", "admin", "budget", "created", "revoked"]
     assert set(lines[1]) == {"-", " "}
     rows = [line.split() for line in lines[2:]]
     assert sorted(row[1] for row in rows) == ["a-user-with-a-rather-long-name", "alice"]
-    assert all(len(row) == 7 and row[3] == "no" for row in rows)  # created is a date and a time
+    assert all(len(row) == 8 and row[3] == "no" and row[4] == "-" for row in rows)  # created: a date and a time
     assert not any("\x1b" in line or "─" in line for line in lines)

@@ -15,6 +15,7 @@ PUBLIC: dict[str, set[str]] = {
     "relay.client": {"AsyncClient", "Client"},
     "relay.errors": {
         "AuthenticationFailed",
+        "BudgetExceeded",
         "Conflict",
         "InvalidRequest",
         "NotFound",
