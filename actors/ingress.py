@@ -25,7 +25,7 @@ from relay.types import Batches
 
 from .limiter import RemoteUserLimits, limiter_name
 from .metrics import HttpMetrics, ingress_metrics
-from .names import pool_name
+from .names import PoolAddress
 from .pools import PoolHandles
 from .session_actor import SessionMoved
 
@@ -151,8 +151,9 @@ class RayBackend(StoredSessions):
 
         async def check(provider: ProviderConfig) -> dict[str, Any]:
             try:
-                pool = self.pool_handles.get(provider.pool_app, provider.provider_id)
-                health = await asyncio.wait_for(pool.health.remote(), timeout=10.0)
+                health = await asyncio.wait_for(
+                    self.pool_handles.health(provider.pool_app, provider.provider_id), timeout=10.0
+                )
             except Exception as exc:
                 health = {
                     "provider_id": provider.provider_id,
@@ -167,20 +168,25 @@ class RayBackend(StoredSessions):
 
     @staticmethod
     def _pool_status(providers: list[ProviderConfig]) -> list[dict[str, Any]]:
+        """Each provider's pool deployment as Serve reports it; a pool waiting for resources says so."""
         status = serve.status()
         pools = []
         for provider in providers:
-            app = status.applications.get(provider.pool_app or "")
-            deployment = app.deployments.get(pool_name(provider.provider_id)) if app else None
-            pools.append(
-                {
-                    "provider_id": provider.provider_id,
-                    "provider_type": provider.provider_type,
-                    "app": provider.pool_app,
-                    "replicas": deployment.replica_states.get("RUNNING", 0) if deployment else 0,
-                    "status": str(deployment.status.value) if deployment else "MISSING",
-                }
-            )
+            address = PoolAddress.of(provider.pool_app, provider.provider_id)
+            app = status.applications.get(address.app)
+            deployment = app.deployments.get(address.deployment) if app else None
+            pool = {
+                "provider_id": provider.provider_id,
+                "provider_type": provider.provider_type,
+                "app": address.app,
+                "pool": address.deployment,
+                "replicas": deployment.replica_states.get("RUNNING", 0) if deployment else 0,
+                "status": str(deployment.status.value) if deployment else "MISSING",
+            }
+            # Serve's message names the resources after RAY_SERVE_SLOW_STARTUP_WARNING_S (30 s) unscheduled.
+            if deployment is not None and deployment.replica_states.get("STARTING") and deployment.message:
+                pool["waiting"] = deployment.message
+            pools.append(pool)
         return pools
 
     async def ready(self) -> dict[str, Any]:
@@ -198,12 +204,11 @@ class RayBackend(StoredSessions):
 
         async def counters(provider: ProviderConfig) -> dict[str, Any]:
             try:
-                pool = self.pool_handles.get(provider.pool_app, provider.provider_id)
-                return await asyncio.wait_for(pool.stats.remote(), timeout=5.0)
+                return await asyncio.wait_for(self.pool_handles.stats(provider.pool_app, provider.provider_id), 5.0)
             except Exception:
                 return {}
 
-        # one replica answers per pool: with several replicas these are that replica's counters
+        # one replica answers per provider: with several replicas these are that replica's counters
         for pool, numbers in zip(pools, await asyncio.gather(*map(counters, providers)), strict=True):
             pool.update({key: value for key, value in numbers.items() if key != "provider_id"})
         return {"sessions": sessions, "providers": pools, "ingress_active_streams": self.active}
