@@ -71,8 +71,8 @@ def deploy_dedicated_pool(
         )
     app_name = registered_app_name(config.provider_id)
     pool = ProviderPool.options(**dedicated_options(config, None))
+    deadline = time.monotonic() + timeout_s  # before _run: it waits for the deployment to exist (seconds, loaded)
     _run(pool.bind(config, coalesce_base_s, coalesce_per_window), _blocking=False, name=app_name, route_prefix=None)
-    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = serve.status().applications.get(app_name)
         state = status.status.value if status else "NOT_STARTED"
