@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import ray
@@ -34,6 +35,9 @@ __all__ = ["DisconnectOnCancel", "Ingress", "RayBackend"]
 log = logging.getLogger("relay.ingress")
 
 REPORT_INTERVAL_S = 5.0  # Ray's metrics agent exports every few seconds; gauges need not change faster
+# How long an ingress replica trusts its list of providers: a registration, update or delete made through another
+# replica reaches this one within it (an unknown provider refreshes at once, relay.http.gateway.resolve).
+PROVIDERS_TTL_S = 2.0
 
 
 class RayBackend(StoredSessions):
@@ -43,11 +47,14 @@ class RayBackend(StoredSessions):
         self.store = open_store(settings.store_url)
         self.active = 0
         self._providers: list[ProviderConfig] | None = None
+        self._providers_read = 0.0
         self.pool_handles = PoolHandles()
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
-        if self._providers is None or refresh:
+        now = time.monotonic()
+        if self._providers is None or refresh or now - self._providers_read > PROVIDERS_TTL_S:
             self._providers = await self.directory.list_providers.remote()
+            self._providers_read = now
         return self._providers
 
     async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
