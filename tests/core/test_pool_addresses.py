@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from ray.serve._private.build_app import build_app
+
+import serve_app
 from actors.names import SHARED_POOL, PoolAddress, shared_pool_app
 from actors.placement import POOL_CPUS, dedicated_options, replica_resources
 from relay.config import ProviderConfig
+from tests.core.test_deploy_config import application, load
 
 
 def provider(**options: object) -> ProviderConfig:
@@ -37,3 +42,20 @@ def test_a_dedicated_pool_asks_ray_for_its_resources_and_its_replicas() -> None:
     fixed = dedicated_options(provider(num_replicas=3, actor_resources={"CPU": 1}), {"max_replicas": 4})
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
     assert fixed["ray_actor_options"] == {"num_cpus": 1}
+
+
+
+def test_the_default_config_at_its_autoscaling_maxima_fits_a_two_core_laptop_with_fifty_providers() -> None:
+    config = application(load("config/serve.yaml"))
+    args = config["args"] | {"providers": [{"provider_id": f"p{i}", "provider_type": "echo"} for i in range(50)]}
+    overrides = {d["name"]: d for d in config["deployments"]}
+    reserved = 0.0
+    for deployment in build_app(serve_app.app(args), name="relay").deployments:
+        override = overrides.get(deployment.name, {})
+        cpus = override.get("ray_actor_options", deployment.ray_actor_options)["num_cpus"]
+        scaling = override.get("autoscaling_config") or deployment._deployment_config.autoscaling_config
+        replicas = scaling["max_replicas"] if isinstance(scaling, dict) else getattr(scaling, "max_replicas", 1)
+        reserved += cpus * replicas
+    # The ingress and pool-shared at 4 replicas of 0.1 CPU, the directory at 0 (session actors too): 0.8 of 2
+    # cores whatever the number of shared providers; the rest is room for dedicated pools.
+    assert reserved == pytest.approx(0.8)
