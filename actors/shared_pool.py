@@ -13,7 +13,9 @@ deploys nothing, and a replica that starts later reads the same store. A new
 version is a new model id, so an update is built fresh on its next request.
 
 Each provider keeps its own breaker, counters and coalescing gauge: a hanging or
-failing upstream holds only its own streams, never a neighbour's flush window.
+failing upstream holds only its own streams, never a neighbour's flush window. It
+also holds at most its ``max_ongoing_requests`` of a replica's slots; past them its
+requests get a retryable 503 (then its fallbacks) while its neighbours keep theirs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from ray import serve
 
 from relay.config import ProviderConfig, RelaySettings
-from relay.errors import NotFound
+from relay.errors import NotFound, Overloaded
 from relay.logs import configure_logging, set_request_id
 from relay.providers.catalog import ProviderRegistry
 from relay.providers.coalesce import LoadGauge
@@ -115,6 +117,12 @@ class SharedPool:
     async def stream(self, request: ChatRequest) -> Batches:
         set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
         held = await self._held()
+        limit = held.runtime.config.max_ongoing_requests
+        if held.streams >= limit:
+            raise Overloaded(
+                f"Provider '{request.provider}' has {limit} streams on this replica (its max_ongoing_requests)",
+                retry_after=1.0,
+            )
         held.streams += 1
         try:
             async for batch in observe(held.runtime.stream(request), request.provider, pool_metrics()):

@@ -1,6 +1,9 @@
 """Provider pools: what registered providers cost, shared against dedicated, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_pools.py [--providers 20] [--idle-s 20]
+    .venv/bin/python benchmarks/bench_pools.py [--providers 20] [--idle-s 20] [--rest-only] [--code DIR]
+
+``--code DIR`` serves another checkout's code with this venv (e.g. ``git archive <commit> | tar -x -C DIR``),
+to measure ``relay serve`` at rest before a change.
 
 Starts ``relay serve`` (config/serve.yaml: echo only) in a session of its own, and a
 fake OpenAI upstream in this process, then prints:
@@ -84,11 +87,12 @@ def footprint(sid: int, idle_s: float) -> dict[str, Any]:
     }
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, port: int, code: Path) -> subprocess.Popen[bytes]:
     log = (data_dir / "serve.log").open("wb")
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/relay"), "serve", "--port", str(port), "--data-dir", str(data_dir / "data")],
-        cwd=ROOT,
+        cwd=code,
+        env=os.environ | {"PYTHONPATH": str(code)},  # Ray's workers inherit it: they import this code too
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -174,11 +178,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--providers", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument("--rest-only", action="store_true", help="only relay serve at rest, no registrations")
+    parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose code relay serve runs")
     args = parser.parse_args()
     os.environ.setdefault("RELAY_LOG_LEVEL", "WARNING")
     with tempfile.TemporaryDirectory() as tmp, ServerThread(FakeOpenAI().app) as upstream:
         port = free_port()
-        server = start_server(Path(tmp), port)
+        server = start_server(Path(tmp), port, args.code.resolve())
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=180) as http:
                 rest = footprint(server.pid, args.idle_s)
@@ -187,6 +193,8 @@ def main() -> None:
                 print("| process | count | RSS MB | idle CPU % |\n|---|---|---|---|")
                 for title, (count, mb, cpu) in rest["by_title"].items():
                     print(f"| {title} | {count} | {mb} | {cpu} |")
+                if args.rest_only:
+                    return
                 shared = register_all(http, upstream.url + "/v1", args.providers, "shared")
                 after_shared = footprint(server.pid, args.idle_s)
                 delete_all(http, shared["placed"])
