@@ -83,7 +83,8 @@ def deploy_dedicated_pool(
             raise ProviderError(f"Pool for '{config.provider_id}' failed to start: {status.message if status else ''}")
         time.sleep(0.25)
     free = _short(required, ray.available_resources())
-    serve.delete(app_name)
+    # Not blocking: Serve takes ~20 s more to stop a replica it never placed, and the caller has waited enough.
+    serve.delete(app_name, _blocking=False)
     raise Overloaded(
         f"Pool for '{config.provider_id}' was not placed within {timeout_s:g} s: each replica needs "
         f"{_describe(free) if free else required}; removed, retry when resources free up",
