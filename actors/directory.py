@@ -63,7 +63,6 @@ class _Live:
 class SessionDirectory:
     async def __init__(self, settings: RelaySettings) -> None:
         self.settings = settings.sessions
-        self.coalesce = (settings.coalesce_base_s, settings.coalesce_per_window)
         self.store_url = settings.store_url
         self.default_provider = settings.default_provider
         self.context = settings.context
