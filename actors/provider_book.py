@@ -18,8 +18,8 @@ from ray import serve
 
 from relay.config import ProviderConfig, RelaySettings
 from relay.errors import Conflict
-from relay.providers import adapter_class
 from relay.providers.catalog import ProviderRegistry
+from relay.providers.features import known_type
 from relay.store import Store
 
 from .names import PoolAddress, registered_app_name, shared_pool_app
@@ -57,7 +57,9 @@ class ProviderBook:
         """Shared: store it and version it (milliseconds). Dedicated: deploy its pool first, then store it."""
         if config.provider_id in self.providers:
             raise Conflict(f"Provider '{config.provider_id}' is already registered", param="provider_id")
-        adapter_class(config)  # an unknown provider_type is a 400 now, not a pool that fails every request
+        # An unknown provider_type is a 400 now, not a pool that fails every request. Without importing a built-in
+        # type's SDK here: the first openai registration waited ~2 s for that import (benchmarks/README.md).
+        known_type(config)
         if config.is_dedicated:
             pool_app = await asyncio.to_thread(
                 deploy_dedicated_pool, config, *self.coalesce, timeout_s=self.placement_timeout_s
