@@ -15,27 +15,35 @@ from ray.serve import Application
 
 from actors.directory import SessionDirectory
 from actors.ingress import Ingress
-from actors.names import pool_name
+from actors.names import SHARED_POOL
+from actors.placement import dedicated_options
 from actors.provider_pool import ProviderPool
-from relay.config import ProviderConfig, RelaySettings
+from actors.shared_pool import SharedPool
+from relay.config import RelaySettings
 
 __all__ = ["app", "default_app"]
 
 
-def _replicas(provider: ProviderConfig, settings: RelaySettings) -> dict[str, Any]:
-    """A pool autoscales when its config (or ``pool_autoscaling``) says how; else it keeps ``num_replicas``."""
-    autoscaling = provider.autoscaling_config or settings.pool_autoscaling
-    return {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": provider.num_replicas}
+def _shared_pool(settings: RelaySettings) -> Application:
+    """Always deployed, even with every configured provider dedicated: registered providers join it."""
+    shared = settings.shared_pool
+    autoscaling = shared.autoscaling_config or settings.pool_autoscaling
+    replicas = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": shared.num_replicas}
+    return SharedPool.options(name=SHARED_POOL, max_ongoing_requests=shared.max_ongoing_requests, **replicas).bind(
+        settings
+    )
 
 
 def app(args: dict[str, Any] | None = None) -> Application:
     settings = RelaySettings.model_validate(args or {})
     pools = {
-        p.provider_id: ProviderPool.options(
-            name=pool_name(p.provider_id), max_ongoing_requests=p.max_ongoing_requests, **_replicas(p, settings)
-        ).bind(p, settings.coalesce_base_s, settings.coalesce_per_window)
+        p.provider_id: ProviderPool.options(**dedicated_options(p, settings.pool_autoscaling)).bind(
+            p, settings.coalesce_base_s, settings.coalesce_per_window
+        )
         for p in settings.providers
+        if p.is_dedicated
     }
+    pools[SHARED_POOL] = _shared_pool(settings)
     directory = SessionDirectory.bind(settings)
     return Ingress.options(num_replicas=settings.ingress_replicas).bind(settings, directory, pools)
 

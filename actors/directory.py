@@ -32,12 +32,9 @@ from ray.actor import ActorHandle
 
 from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_cap_for
 from relay.errors import Conflict, InvalidRequest, Overloaded
-from relay.providers import adapter_class
-from relay.providers.catalog import ProviderCatalog
 from relay.store import open_store
 
-from .names import registered_app_name
-from .provider_pool import deploy_registered_pool
+from .provider_book import ProviderBook
 from .session_actor import SessionActor
 
 __all__ = ["SessionDirectory"]
@@ -66,7 +63,6 @@ class _Live:
 class SessionDirectory:
     async def __init__(self, settings: RelaySettings) -> None:
         self.settings = settings.sessions
-        self.coalesce = (settings.coalesce_base_s, settings.coalesce_per_window)
         self.store_url = settings.store_url
         self.default_provider = settings.default_provider
         self.context = settings.context
@@ -83,11 +79,7 @@ class SessionDirectory:
         self.wanted = asyncio.Event()
         self.retuned = asyncio.Event()  # wakes the sweep when the lifecycle settings change
         self._room = asyncio.Lock()  # one LRU pass at a time: concurrent ones would passivate too many
-        app_name = serve.get_replica_context().app_name
-        self.providers: dict[str, ProviderConfig] = {
-            p.provider_id: p.model_copy(update={"pool_app": app_name, "api_key": None}) for p in settings.providers
-        }
-        self.registry = ProviderCatalog(self.store, settings)
+        self.book = ProviderBook(settings, self.store, serve.get_replica_context().app_name)
         self.counters = {
             "lookups": 0,  # activate calls, live sessions included: what the ingress's placements spare
             "activations": 0,
@@ -99,7 +91,7 @@ class SessionDirectory:
             "cohosted": 0,
         }
         # Before the first request: registered providers must be routable as soon as the directory answers.
-        await self._restore_providers()
+        await self.book.restore()
         self._tasks = [asyncio.create_task(self._grow()), asyncio.create_task(self._reap())]
 
     # activation
@@ -182,12 +174,12 @@ class SessionDirectory:
             self.creating -= 1
 
     def _warm(self, actor: ActorHandle) -> None:
-        """Start opening every pool's handle in a new actor; placement does not wait for it.
+        """Start opening each pool deployment's handle in a new actor (the shared pool's once); nobody waits for it.
 
         A handle's first call waits ~0.3 s for its router to learn the pool's replicas (Decision 3 in
-        benchmarks/README.md): paid here, not by the first turn the actor serves on each provider.
+        benchmarks/README.md): paid here, not by the first turn the actor serves on each pool.
         """
-        for provider in self.providers.values():
+        for provider in self.book.pools():
             actor.warm.remote(provider.pool_app, provider.provider_id)
 
     def _actor_count(self) -> int:
@@ -384,51 +376,22 @@ class SessionDirectory:
     # providers
 
     def list_providers(self) -> list[ProviderConfig]:
-        return list(self.providers.values())
+        return self.book.list()
 
     async def register_provider(self, config: ProviderConfig) -> ProviderConfig:
-        """Deploy a pool as its own Serve app, then persist it; no restart of anything else."""
-        if config.provider_id in self.providers:
-            raise Conflict(f"Provider '{config.provider_id}' is already registered", param="provider_id")
-        adapter_class(config)  # an unknown provider_type is a 400 now, not a broken deployment
-        public = await self._deploy(config)
-        self.registry.save(config)
-        # Every actor, live or pooled, opens the new pool's handle before the caller hears back (the deploy took
-        # seconds; this ~0.3 s): the first turns sent to it do not each wait for a router to warm up.
-        await asyncio.gather(
-            *(actor.warm.remote(public.pool_app, public.provider_id) for actor in self.actors()),
-            return_exceptions=True,
-        )
+        """A shared provider is stored and versioned; a dedicated one gets its pool first. Nothing else restarts."""
+        public = await self.book.register(config)
+        if config.is_dedicated:
+            # Every actor, live or pooled, opens the new pool's handle before the caller hears back (the deploy took
+            # seconds; this ~0.3 s): the first turns sent to it do not each wait for a router to warm up.
+            await asyncio.gather(
+                *(actor.warm.remote(public.pool_app, public.provider_id) for actor in self.actors()),
+                return_exceptions=True,
+            )
         return public
 
     async def unregister_provider(self, provider_id: str) -> None:
-        self.registry.delete(provider_id)
-        config = self.providers.pop(provider_id, None)
-        if config is not None and config.pool_app:
-            await asyncio.to_thread(serve.delete, config.pool_app)
-
-    async def _deploy(self, config: ProviderConfig) -> ProviderConfig:
-        app_name = await asyncio.to_thread(deploy_registered_pool, config, *self.coalesce)
-        public = config.model_copy(update={"pool_app": app_name, "api_key": None})
-        self.providers[config.provider_id] = public
-        return public
-
-    async def _restore_providers(self) -> None:
-        """Registered providers come back after a restart: redeploy the pools that are gone."""
-        running = set(serve.status().applications)
-        for config in self.registry.load():
-            if config.provider_id in self.providers:
-                continue
-            app_name = registered_app_name(config.provider_id)
-            try:
-                if app_name in running:
-                    self.providers[config.provider_id] = config.model_copy(
-                        update={"pool_app": app_name, "api_key": None}
-                    )
-                else:
-                    await self._deploy(config)
-            except Exception:
-                log.exception("restoring provider %s failed", config.provider_id)
+        await self.book.unregister(provider_id)
 
     def stats(self) -> dict[str, Any]:
         stored = self.store.count_sessions()

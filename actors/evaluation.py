@@ -32,14 +32,16 @@ from relay.evaluation.spec import EvalOptions
 from relay.request import ChatRequest
 from relay.types import Batches
 
+from .names import SHARED_POOL
+from .placement import deploy_dedicated_pool
 from .pools import PoolHandles
-from .provider_pool import deploy_registered_pool
 
 __all__ = [
     "ProviderLimiterActor",
     "ClusterProviderLimiter",
     "PoolStreams",
     "rate_limiter",
+    "served_pools",
     "ensure_pools",
     "run_on_cluster",
     "aevaluate",
@@ -111,7 +113,7 @@ class PoolStreams:
 
 
 def running_pools() -> dict[str, str]:
-    """provider_id → the Serve app whose pool deployment serves it, for every pool up now."""
+    """provider_id → the Serve app whose dedicated pool deployment serves it, for every such pool up now."""
     try:
         status = serve.status()
     except RayServeException:
@@ -121,21 +123,45 @@ def running_pools() -> dict[str, str]:
     found: dict[str, str] = {}
     for app_name, app in status.applications.items():
         for deployment in app.deployments:
-            if deployment.startswith("pool-"):
+            if deployment.startswith("pool-") and deployment != SHARED_POOL:
                 found.setdefault(deployment.removeprefix("pool-"), app_name)
     return found
 
 
-def ensure_pools(
-    providers: Sequence[str], configs: Sequence[ProviderConfig], settings: RelaySettings
-) -> tuple[dict[str, str], list[str]]:
-    """Apps serving ``providers``: running pools are used as they are, missing ones deployed (blocking).
+async def served_pools() -> dict[str, str]:
+    """provider_id → pool_app for every provider a Relay app on this cluster serves, shared ones too.
 
-    Returns (provider → app, the apps deployed here). A deployed pool gets the
-    key this process resolved, so replicas on other nodes need no environment.
+    Only a Relay app's directory knows which providers its shared pool serves (and their versions): it is asked.
+    """
+    try:
+        status = await asyncio.to_thread(serve.status)
+    except RayServeException:
+        return {}
+    found: dict[str, str] = {}
+    for app_name, app in status.applications.items():
+        if "SessionDirectory" not in app.deployments:
+            continue
+        directory = serve.get_deployment_handle("SessionDirectory", app_name=app_name)
+        with contextlib.suppress(Exception):
+            for provider in await asyncio.wait_for(directory.list_providers.remote(), timeout=10.0):
+                found.setdefault(provider.provider_id, provider.pool_app)
+    return found
+
+
+def ensure_pools(
+    providers: Sequence[str],
+    configs: Sequence[ProviderConfig],
+    settings: RelaySettings,
+    served: dict[str, str] | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """Pools serving ``providers``: running ones (and ``served``) are used as they are, missing ones deployed.
+
+    Returns (provider → pool_app, the apps deployed here). A deployed pool is a
+    dedicated one with the key this process resolved, so replicas on other nodes
+    need no environment, and the shared pool never sees a config only this driver knows.
     """
     by_id = {config.provider_id: config for config in configs}
-    apps = running_pools()
+    apps = running_pools() | (served or {})
     deployed = []
     for provider in providers:
         if provider in apps:
@@ -144,7 +170,9 @@ def ensure_pools(
         key = config.resolve_key()
         if key is not None:
             config = config.model_copy(update={"api_key": SecretStr(key)})
-        apps[provider] = deploy_registered_pool(config, settings.coalesce_base_s, settings.coalesce_per_window)
+        apps[provider] = deploy_dedicated_pool(
+            config, settings.coalesce_base_s, settings.coalesce_per_window, timeout_s=settings.pool_placement_timeout_s
+        )
         deployed.append(apps[provider])
     return {provider: apps[provider] for provider in providers}, deployed
 
@@ -162,7 +190,10 @@ async def run_on_cluster(
     keep_pools: bool = False,
 ) -> EvalResult:
     """Run a prepared evaluation through the pools; pools it had to deploy are removed after."""
-    apps, deployed = await asyncio.to_thread(ensure_pools, sorted(prepared.providers), settings.providers, settings)
+    served = await served_pools()
+    apps, deployed = await asyncio.to_thread(
+        ensure_pools, sorted(prepared.providers), settings.providers, settings, served
+    )
     try:
         return await run_evaluation(
             prepared,

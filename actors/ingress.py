@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -27,7 +28,7 @@ from relay.types import Batches
 
 from .limiter import RemoteUserLimits, limiter_name
 from .metrics import HttpMetrics, ingress_metrics
-from .names import pool_name
+from .names import PoolAddress
 from .pools import PoolHandles
 from .session_actor import SessionMoved
 
@@ -38,6 +39,9 @@ log = logging.getLogger("relay.ingress")
 # Placements remembered per ingress replica; an evicted one costs its next turn a directory call, nothing more.
 MAX_PLACEMENTS = 100_000
 REPORT_INTERVAL_S = 5.0  # Ray's metrics agent exports every few seconds; gauges need not change faster
+# How long an ingress replica trusts its list of providers: a registration, update or delete made through another
+# replica reaches this one within it (an unknown provider refreshes at once, relay.http.gateway.resolve).
+PROVIDERS_TTL_S = 2.0
 
 
 class RayBackend(StoredSessions):
@@ -47,6 +51,7 @@ class RayBackend(StoredSessions):
         self.store = open_store(settings.store_url)
         self.active = 0
         self._providers: list[ProviderConfig] | None = None
+        self._providers_read = 0.0
         self.pool_handles = PoolHandles()
         # Live sessions this replica has run: a turn of one calls its actor directly, not the directory (one Ray
         # round trip instead of two, and no single replica on every turn's path). The directory still owns
@@ -54,8 +59,10 @@ class RayBackend(StoredSessions):
         self.placements: OrderedDict[str, tuple[ActorHandle, str]] = OrderedDict()
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
-        if self._providers is None or refresh:
+        now = time.monotonic()
+        if self._providers is None or refresh or now - self._providers_read > PROVIDERS_TTL_S:
             self._providers = await self.directory.list_providers.remote()
+            self._providers_read = now
         return self._providers
 
     async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
@@ -175,8 +182,9 @@ class RayBackend(StoredSessions):
 
         async def check(provider: ProviderConfig) -> dict[str, Any]:
             try:
-                pool = self.pool_handles.get(provider.pool_app, provider.provider_id)
-                health = await asyncio.wait_for(pool.health.remote(), timeout=10.0)
+                health = await asyncio.wait_for(
+                    self.pool_handles.health(provider.pool_app, provider.provider_id), timeout=10.0
+                )
             except Exception as exc:
                 health = {
                     "provider_id": provider.provider_id,
@@ -191,20 +199,25 @@ class RayBackend(StoredSessions):
 
     @staticmethod
     def _pool_status(providers: list[ProviderConfig]) -> list[dict[str, Any]]:
+        """Each provider's pool deployment as Serve reports it; a pool waiting for resources says so."""
         status = serve.status()
         pools = []
         for provider in providers:
-            app = status.applications.get(provider.pool_app or "")
-            deployment = app.deployments.get(pool_name(provider.provider_id)) if app else None
-            pools.append(
-                {
-                    "provider_id": provider.provider_id,
-                    "provider_type": provider.provider_type,
-                    "app": provider.pool_app,
-                    "replicas": deployment.replica_states.get("RUNNING", 0) if deployment else 0,
-                    "status": str(deployment.status.value) if deployment else "MISSING",
-                }
-            )
+            address = PoolAddress.of(provider.pool_app, provider.provider_id)
+            app = status.applications.get(address.app)
+            deployment = app.deployments.get(address.deployment) if app else None
+            pool = {
+                "provider_id": provider.provider_id,
+                "provider_type": provider.provider_type,
+                "app": address.app,
+                "pool": address.deployment,
+                "replicas": deployment.replica_states.get("RUNNING", 0) if deployment else 0,
+                "status": str(deployment.status.value) if deployment else "MISSING",
+            }
+            # Serve's message names the resources after RAY_SERVE_SLOW_STARTUP_WARNING_S (30 s) unscheduled.
+            if deployment is not None and deployment.replica_states.get("STARTING") and deployment.message:
+                pool["waiting"] = deployment.message
+            pools.append(pool)
         return pools
 
     async def ready(self) -> dict[str, Any]:
@@ -222,12 +235,11 @@ class RayBackend(StoredSessions):
 
         async def counters(provider: ProviderConfig) -> dict[str, Any]:
             try:
-                pool = self.pool_handles.get(provider.pool_app, provider.provider_id)
-                return await asyncio.wait_for(pool.stats.remote(), timeout=5.0)
+                return await asyncio.wait_for(self.pool_handles.stats(provider.pool_app, provider.provider_id), 5.0)
             except Exception:
                 return {}
 
-        # one replica answers per pool: with several replicas these are that replica's counters
+        # one replica answers per provider: with several replicas these are that replica's counters
         for pool, numbers in zip(pools, await asyncio.gather(*map(counters, providers)), strict=True):
             pool.update({key: value for key, value in numbers.items() if key != "provider_id"})
         return {"sessions": sessions, "providers": pools, "ingress_active_streams": self.active}

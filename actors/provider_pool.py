@@ -1,4 +1,7 @@
-"""``ProviderPool``: one Serve deployment per provider; each replica keeps one SDK client and one breaker."""
+"""``ProviderPool``: a dedicated pool, one Serve deployment for one provider (isolation, node pinning).
+
+Providers without one share ``actors.shared_pool.SharedPool``; each replica here keeps one SDK client and one breaker.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,8 @@ from relay.request import ChatRequest
 from relay.types import Batches
 
 from .metrics import pool_metrics
-from .names import pool_name, registered_app_name
 
-__all__ = ["ProviderPool", "pool_name", "registered_app_name", "deploy_registered_pool"]
+__all__ = ["ProviderPool"]
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
@@ -37,14 +39,3 @@ class ProviderPool:
     def stats(self) -> dict[str, Any]:
         return self.runtime.stats()
 
-
-def deploy_registered_pool(config: ProviderConfig, coalesce_base_s: float, coalesce_per_window: float) -> str:
-    """Deploy a runtime-registered provider as its own Serve app (blocking); returns the app name."""
-    app_name = registered_app_name(config.provider_id)
-    pool = ProviderPool.options(
-        name=pool_name(config.provider_id),
-        num_replicas=config.num_replicas,
-        max_ongoing_requests=config.max_ongoing_requests,
-    )
-    serve.run(pool.bind(config, coalesce_base_s, coalesce_per_window), name=app_name, route_prefix=None)
-    return app_name

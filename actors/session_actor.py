@@ -80,15 +80,17 @@ class SessionActor:
         Best effort, and nobody waits for it: a pool that is down fails the turns that use it, not this.
         """
         try:
-            await asyncio.wait_for(self.pool_handles.get(pool_app, provider).stats.remote(), timeout=30.0)
+            await asyncio.wait_for(self.pool_handles.stats(pool_app, provider), timeout=30.0)
         except Exception:
             log.warning("warming the handle to pool %s failed", provider, exc_info=True)
 
     async def _pool_stats(self, target: Target) -> dict[str, Any] | None:
-        """A pool's counters (in flight, moving TTFT, breaker) for routing; None when it does not answer quickly."""
+        """A provider's counters (in flight, moving TTFT, breaker) for routing; None when its pool is slow to answer.
+
+        On the shared pool these are that provider's own, never the replica's total.
+        """
         try:
-            pool = self.pool_handles.get(target.pool_app, target.provider)
-            return await asyncio.wait_for(pool.stats.remote(), timeout=2.0)
+            return await asyncio.wait_for(self.pool_handles.stats(target.pool_app, target.provider), timeout=2.0)
         except Exception:
             log.warning("pool %s did not report its counters; routing goes without them", target.provider)
             return None

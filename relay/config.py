@@ -31,6 +31,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderType",
     "SessionSettings",
+    "SharedPoolSettings",
     "RelaySettings",
     "default_providers",
     "live_cap_for",
@@ -255,16 +256,22 @@ class ProviderConfig(BaseModel):
     default_max_tokens: int = Field(default=4096, ge=1)
     default_headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(default=512, ge=1)
-    num_replicas: int = Field(default=1, ge=1)
+    # A pool of its own (a Serve deployment) instead of the shared one: for isolation or node pinning. Setting
+    # num_replicas, autoscaling_config or actor_resources asks for one too (``is_dedicated``).
+    dedicated: bool = False
+    num_replicas: int | None = Field(default=None, ge=1)
     # Serve's autoscaling_config for this pool (min_replicas, max_replicas, target_ongoing_requests, ...);
     # it replaces num_replicas. None: RelaySettings.pool_autoscaling, and without that num_replicas.
     autoscaling_config: dict[str, Any] | None = None
+    # Extra Ray resources each replica of a dedicated pool requires, to pin it to chosen nodes ({"gpu_node": 0.01}).
+    actor_resources: dict[str, float] = Field(default_factory=dict)
     max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
     # USD this provider may cost per budget_period, across every caller and evaluation (relay.spend.ledger).
     budget_usd: float | None = Field(default=None, gt=0)
     budget_period: BudgetPeriod = "month"
-    # The Serve application hosting this provider's pool; set at deploy or registration time.
+    # Where this provider's pool runs, set by the directory: the Serve app of a dedicated pool, or the shared
+    # pool's address with the version of this provider's config (``actors.names.PoolAddress``).
     pool_app: str | None = Field(default=None, exclude=True)
 
     @field_validator("api")
@@ -276,6 +283,11 @@ class ProviderConfig(BaseModel):
         ):
             raise ValueError(f"api '{api}' needs provider_type openai or azure")
         return api
+
+    @property
+    def is_dedicated(self) -> bool:
+        """Served by a deployment of its own: asked for, or implied by a replica or placement setting."""
+        return bool(self.dedicated or self.num_replicas or self.autoscaling_config or self.actor_resources)
 
     def resolve_key(self) -> str | None:
         if self.api_key is not None:
@@ -318,6 +330,21 @@ class SessionSettings(BaseModel):
     actor_resources: dict[str, float] = Field(default_factory=dict)
 
 
+class SharedPoolSettings(BaseModel):
+    """``shared_pool:``: the one deployment that serves every provider without a pool of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Providers whose clients (SDK client, HTTP pool, breaker, counters) one replica keeps, least recently used
+    # evicted; Serve routes a provider's requests to replicas that hold its client (model multiplexing).
+    max_providers_per_replica: int = Field(default=64, ge=1)
+    # Streams one replica carries at once, all providers together.
+    max_ongoing_requests: int = Field(default=1024, ge=1)
+    # Serve's autoscaling_config; None: RelaySettings.pool_autoscaling, and without that num_replicas.
+    autoscaling_config: dict[str, Any] | None = None
+    num_replicas: int = Field(default=1, ge=1)
+
+
 class RelaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -338,6 +365,9 @@ class RelaySettings(BaseModel):
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None
+    shared_pool: SharedPoolSettings = Field(default_factory=SharedPoolSettings)
+    # How long registering a dedicated pool waits for Ray to place its replicas before it answers 503.
+    pool_placement_timeout_s: float = Field(default=30.0, gt=0)
     # API keys (relay.http.auth): "required", or "auto": on once the store holds a key.
     auth: AuthSettings = Field(default_factory=AuthSettings)
     # Per-user rates and concurrent streams, and the caps on one request (relay.http.limits).

@@ -25,9 +25,13 @@ def run_status(args: argparse.Namespace) -> int:
     for line in _session_lines(stats["sessions"]):
         console.print(line, markup=False)
     console.print()
-    pools = new_table("provider", "type", Column("replicas", justify="right"), "status", terminal=console.is_terminal)
+    pools = new_table(
+        "provider", "type", "pool", Column("replicas", justify="right"), "status", terminal=console.is_terminal
+    )
     for pool in stats["providers"]:
-        pools.add_row(pool["provider_id"], pool["provider_type"], str(pool["replicas"]), pool.get("status", ""))
+        # A pool Ray has not placed yet says which resources it waits for (Serve's message).
+        status = pool.get("status", "") + (f": waiting, {pool['waiting']}" if pool.get("waiting") else "")
+        pools.add_row(pool["provider_id"], pool["provider_type"], pool.get("pool", ""), str(pool["replicas"]), status)
     console.print(pools)
     return 0
 

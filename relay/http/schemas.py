@@ -267,7 +267,10 @@ class RegisterProviderBody(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     features: list[str] | None = None
     default_max_tokens: int = Field(default=4096, ge=1)
-    num_replicas: int = Field(default=1, ge=1, le=64)
+    # Any of these three gives the provider a pool of its own; without them it joins the shared pool.
+    dedicated: bool = False
+    num_replicas: int | None = Field(default=None, ge=1, le=64)
+    actor_resources: dict[str, float] = Field(default_factory=dict)
     max_ongoing_requests: int = Field(default=256, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 

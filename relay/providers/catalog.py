@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -37,13 +38,13 @@ class ProviderCatalog:
 
     def load(self) -> list[ProviderConfig]:
         """Stored providers with their keys, ready to deploy."""
-        configs = []
-        for row in self.store.providers():
-            config = ProviderConfig.model_validate(row["config"])
-            if row["secret"]:
-                config = config.model_copy(update={"api_key": SecretStr(self._secrets().unseal(row["secret"]))})
-            configs.append(config)
-        return configs
+        return [self._config(row) for row in self.store.providers()]
+
+    def _config(self, row: dict[str, Any]) -> ProviderConfig:
+        config = ProviderConfig.model_validate(row["config"])
+        if row["secret"]:
+            config = config.model_copy(update={"api_key": SecretStr(self._secrets().unseal(row["secret"]))})
+        return config
 
     def delete(self, provider_id: str) -> None:
         if provider_id in self.configured:
@@ -53,3 +54,8 @@ class ProviderCatalog:
             )
         if not self.store.delete_provider(provider_id):
             raise NotFound(f"Unknown provider '{provider_id}'", param="provider_id", code="provider_not_found")
+
+    def get(self, provider_id: str) -> ProviderConfig | None:
+        """One stored provider with its key (a shared pool replica building it on first use); None if deleted."""
+        row = next((row for row in self.store.providers() if row["provider_id"] == provider_id), None)
+        return self._config(row) if row is not None else None

@@ -88,28 +88,39 @@ def test_serve_yaml_is_a_serve_config_whose_args_are_relay_settings() -> None:
     assert app["runtime_env"] == {}
 
 
-def test_the_builder_turns_serve_yaml_args_into_autoscaled_pools() -> None:
+def test_the_builder_shares_one_autoscaled_pool_and_keeps_dedicated_ones() -> None:
     args = application(load("config/serve.yaml"))["args"] | {
         "providers": [
             {"provider_id": "echo", "provider_type": "echo"},
+            {"provider_id": "echo-2", "provider_type": "echo"},
             {"provider_id": "fixed", "provider_type": "echo", "num_replicas": 2, "max_ongoing_requests": 64},
             {
                 "provider_id": "own",
                 "provider_type": "echo",
                 "autoscaling_config": {"min_replicas": 2, "max_replicas": 3},
             },
+            {"provider_id": "pinned", "provider_type": "echo", "actor_resources": {"gpu_node": 0.01}},
+            {"provider_id": "alone", "provider_type": "echo", "dedicated": True},
         ]
     }
     built = {d.name: d for d in build_app(serve_app.app(args), name="relay").deployments}
-    assert set(built) == {"Ingress", "SessionDirectory", "pool-echo", "pool-fixed", "pool-own"}
-    echo = built["pool-echo"]._deployment_config
-    assert echo.autoscaling_config.max_replicas == 4 and echo.autoscaling_config.target_ongoing_requests == 128
+    # Two echo providers, one deployment: shared unless a provider asks for a pool of its own.
+    dedicated = {"pool-fixed", "pool-own", "pool-pinned", "pool-alone"}
+    assert set(built) == {"Ingress", "SessionDirectory", "pool-shared"} | dedicated
+    shared = built["pool-shared"]._deployment_config
+    assert shared.autoscaling_config.max_replicas == 4 and shared.autoscaling_config.target_ongoing_requests == 128
+    assert built["pool-shared"].ray_actor_options["num_cpus"] == 0.1
     own = built["pool-own"]._deployment_config.autoscaling_config
     assert (own.min_replicas, own.max_replicas) == (2, 3)
-    args["pool_autoscaling"] = None
-    fixed = {d.name: d for d in build_app(serve_app.app(args), name="relay").deployments}["pool-fixed"]
+    assert built["pool-pinned"].ray_actor_options["resources"] == {"gpu_node": 0.01}
+    assert built["pool-alone"]._deployment_config.autoscaling_config.max_replicas == 4  # pool_autoscaling applies
+    fixed = built["pool-fixed"]
     assert fixed._deployment_config.autoscaling_config is None and fixed.num_replicas == 2
     assert fixed._deployment_config.max_ongoing_requests == 64
+    args["pool_autoscaling"] = None
+    unscaled = {d.name: d for d in build_app(serve_app.app(args), name="relay").deployments}
+    assert unscaled["pool-shared"]._deployment_config.autoscaling_config is None
+    assert unscaled["pool-shared"].num_replicas == 1
 
 
 @pytest.mark.timeout(180)
@@ -127,8 +138,8 @@ def test_serve_build_yields_the_application_serve_yaml_configures(tmp_path: Path
     assert built["import_path"].split(":")[0] == ours["import_path"].split(":")[0] == "serve_app"
     assert getattr(serve_app, ours["import_path"].split(":")[1]) is serve_app.app
     by_name = {d["name"]: d for d in built["deployments"]}
-    pools = {f"pool-{p.provider_id}" for p in RelaySettings().providers}
-    assert set(by_name) == {"Ingress", "SessionDirectory"} | pools
+    pools = {f"pool-{p.provider_id}" for p in RelaySettings().providers if p.is_dedicated}
+    assert set(by_name) == {"Ingress", "SessionDirectory", "pool-shared"} | pools
     # The file overrides the code only where it means to (replica counts, autoscaling), never its other options.
     for deployment in ours["deployments"]:
         code = by_name[deployment["name"]]  # Serve refuses overrides for a deployment the app lacks

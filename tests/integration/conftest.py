@@ -85,6 +85,16 @@ def relay(
             "fallbacks": ["up/fake-status-500", "echo"],
         },
         {"provider_id": "mystery", "provider_type": "telepathy"},
+        # The one configured provider with a pool of its own; every other one shares pool-shared.
+        {
+            "provider_id": "own",
+            "provider_type": "openai_compatible",
+            "model": "fake",
+            "base_url": upstream_url,
+            "max_retries": 0,
+            "dedicated": True,
+            "num_replicas": 1,
+        },
     ]
     # Load-balanced routes (relay.session.balancer): one balances on the pools' in-flight counters, one whose first pool
     # always fails, and one answered from the response cache when it can.
@@ -92,7 +102,10 @@ def relay(
         {"name": "duo", "strategy": "least-busy", "pools": [{"provider": "up"}, {"provider": "echo"}]},
         {"name": "sturdy", "pools": [{"provider": "up", "model": "fake-status-500"}, {"provider": "echo"}]},
         {"name": "cached", "pools": [{"provider": "up"}], "cache": {"ttl_s": 600}},
+        {"name": "mixed", "pools": [{"provider": "own"}, {"provider": "echo"}]},
     ]
+    # A dedicated pool Ray cannot place is refused after this long (tests/integration/test_pools.py).
+    args["pool_placement_timeout_s"] = 5
     # Passivation is driven by the tests, never by a timer racing them.
     args["sessions"] = {"warm_pool_size": 2, "idle_ttl_s": 3600}
     # RELAY_TEST_STORE=postgres runs the same suite on this machine's PostgreSQL (CI runs both).

@@ -72,9 +72,8 @@ async def scenario(url: str, store_url: str) -> dict[str, Any]:
         )
 
         # Readiness names a pool that lost its replicas: register one, delete its Serve app behind Relay's back.
-        registered = await http.post(
-            "/api/streaming/providers/register", json={"provider_id": "extra", "provider_type": "echo"}
-        )
+        extra = {"provider_id": "extra", "provider_type": "echo", "dedicated": True}  # a pool of its own to lose
+        registered = await http.post("/api/streaming/providers/register", json=extra)
         with_extra = await readiness(http, 200)
         serve.delete("relay-provider-extra")
         without_replica = await readiness(http, 503)
@@ -132,7 +131,7 @@ def main() -> int:
         figures["histories_whole"] == SESSIONS,
         where.get("ProxyActor") == ["head"],
         bool(where.get("Ingress")) and "head" not in where["Ingress"],
-        bool(where.get("pool-echo")) and "head" not in where["pool-echo"],
+        bool(where.get("pool-shared")) and "head" not in where["pool-shared"],
         figures["not_ready_status"] == 503 and figures["ready_again"] == 200,
     ]
     return 0 if all(checks) else 1

@@ -24,7 +24,7 @@ def test_serve_yaml_deploys_on_a_three_node_cluster_and_serves_across_it(
     # The proxy on the head, the ingress and the pool on workers (the head has no CPU): requests cross nodes.
     assert where["ProxyActor"] == ["head"]
     assert where["Ingress"] and "head" not in where["Ingress"]
-    assert where["pool-echo"] and "head" not in where["pool-echo"]
+    assert where["pool-shared"] and "head" not in where["pool-shared"]
     assert len({node for nodes in where.values() for node in nodes}) >= 2
     assert figures["registered"] == 201 and figures["ready_with_extra"] == 200
     assert figures["not_ready_status"] == 503 and "pool 'extra'" in figures["not_ready_reason"]

@@ -109,8 +109,9 @@ async def test_a_registered_provider_survives_a_directory_restart(relay: Relay, 
         p for p in listed if p["provider_id"] == "claude-2"
     ).items()
 
-    # Lose the pool and the directory that knew about it; the new directory restores both from the store.
-    serve.delete("relay-provider-claude-2")
+    # Registration deployed nothing: the shared pool serves it. Lose the directory that knew about it; the new one
+    # restores it from the store.
+    assert "relay-provider-claude-2" not in serve.status().applications
     directory = next(a for a in ray.util.list_named_actors(all_namespaces=True) if "SessionDirectory" in a["name"])
     ray.kill(ray.get_actor(directory["name"], namespace=directory["namespace"]), no_restart=True)
     restored = await relay.directory.list_providers.remote()

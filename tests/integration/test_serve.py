@@ -187,10 +187,10 @@ async def test_runtime_registration_serves_a_new_pool(relay: Relay, http: httpx.
         },
     )
     assert created.status_code == 201 and "sk-late-secret" not in created.text
-    # every session actor opened the new pool's handle before registration answered: no first turn waits for it
+    # a shared provider: every session actor already holds the shared pool's handle, so no first turn waits for one
     actors = await relay.directory.actors.remote()
     pools = await asyncio.gather(*(actor.pools.remote() for actor in actors))
-    assert actors and all("pool-late" in held for held in pools)
+    assert actors and all("pool-shared" in held and "pool-late" not in held for held in pools)
     reply = await http.post("/v1/chat/completions", json={"model": "late", **user("registered")})
     assert reply.json()["choices"][0]["message"]["content"] == "registered "
     assert relay.upstream.requests[-1]["headers"]["authorization"] == "Bearer sk-late-secret"
