@@ -46,30 +46,12 @@ from relay.wire.responses_input import (
     input_messages,
     parse_body,
 )
+from relay.wire.responses_object import ECHO_FIELDS
 
 __all__ = ["responses_routes"]
 
 log = logging.getLogger("relay.responses")
 
-_ECHOED = (
-    "instructions",
-    "max_output_tokens",
-    "max_tool_calls",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "safety_identifier",
-    "service_tier",
-    "temperature",
-    "top_logprobs",
-    "top_p",
-    "user",
-    "metadata",
-    "parallel_tool_calls",
-    "text",
-    "tool_choice",
-    "tools",
-    "truncation",
-)
 
 
 class _Unfound(NotFound):
@@ -332,7 +314,7 @@ def responses_routes(gateway: Gateway) -> list[Route]:
 def _skeleton(
     body: ResponsesBody, response_id: str, model: str, conversation: str | None, keep: bool
 ) -> dict[str, Any]:
-    echo = {key: getattr(body, key, None) for key in _ECHOED}
+    echo = {key: getattr(body, key, None) for key in ECHO_FIELDS}
     return response_skeleton(
         response_id=response_id,
         created_at=int(time.time()),

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["response_skeleton", "responses_usage", "error_event", "ANTHROPIC_PREFIX"]
+__all__ = ["ECHO_FIELDS", "response_skeleton", "responses_usage", "error_event", "ANTHROPIC_PREFIX"]
 
 # What ``encrypted_content`` starts with when it carries an Anthropic thinking signature (relay.wire.responses).
 ANTHROPIC_PREFIX = "relay.anthropic."
@@ -36,6 +36,10 @@ _ECHO: dict[str, Any] = dict.fromkeys(
     "tools": [],
     "truncation": "disabled",
 }
+
+
+# The request fields a Response repeats back (§1 "Response object"), in the order the docs list them.
+ECHO_FIELDS: tuple[str, ...] = tuple(_ECHO)
 
 
 def response_skeleton(
