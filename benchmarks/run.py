@@ -145,14 +145,20 @@ def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace) -
         "api_key": "sk-fake",
         "max_retries": 0,  # an upstream failure must show as an error here, as it does direct
     }
+    registered = [provider]
+    if args.dedicated:  # the same upstream once more, on a pool of its own: shared against dedicated, one run
+        registered.append(provider | {"provider_id": f"{args.relay_model}_dedicated", "dedicated": True})
     with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
-        answer = http.post("/api/streaming/providers/register", json=provider)
-        if answer.status_code == 409:  # left by an earlier run: point it at this run's upstream
-            http.delete(f"/api/streaming/providers/{args.relay_model}").raise_for_status()
-            answer = http.post("/api/streaming/providers/register", json=provider)
-        if answer.status_code != 201:
-            raise RuntimeError(f"registering {args.relay_model} in Relay: HTTP {answer.status_code} {answer.text}")
-    log(f"Relay at {url}, provider {args.relay_model} -> {upstream_url}")
+        for entry in registered:
+            answer = http.post("/api/streaming/providers/register", json=entry)
+            if answer.status_code == 409:  # left by an earlier run: point it at this run's upstream
+                http.delete(f"/api/streaming/providers/{entry['provider_id']}").raise_for_status()
+                answer = http.post("/api/streaming/providers/register", json=entry)
+            if answer.status_code != 201:
+                raise RuntimeError(
+                    f"registering {entry['provider_id']} in Relay: HTTP {answer.status_code} {answer.text}"
+                )
+    log(f"Relay at {url}, providers {[entry['provider_id'] for entry in registered]} -> {upstream_url}")
     # A Relay we did not start: every session actor on this machine counts, whoever's.
     actors = partial(_actors_in, cpu_root) if cpu_root is not None else partial(sample_titled, ACTOR_TITLE)
     return Target(
@@ -296,6 +302,8 @@ def running_targets(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[i
             targets += [start_litellm(procs, upstream_url, workers) for workers in args.litellm_workers]
         relay = start_relay(procs, upstream_url, args)
         targets.append(relay)
+        if args.dedicated:  # the same Relay and upstream, the provider on a dedicated pool
+            targets.append(replace(relay, name="relay dedicated", model=f"{args.relay_model}_dedicated"))
         if args.responses:  # the same Relay, the Responses wire: its encoder against the chunk encoder, side by side
             responses_url = relay.url.replace("/v1/chat/completions", "/v1/responses")
             targets.append(replace(relay, name="relay responses", url=responses_url, wire="responses"))
@@ -367,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-model", default="bench", help="the provider id to register")
     parser.add_argument("--litellm", action="store_true", help=f"also measure LiteLLM ({LITELLM_PIN})")
     parser.add_argument("--responses", action="store_true", help="also stream through /v1/responses (same Relay)")
+    parser.add_argument(
+        "--dedicated", action="store_true", help="also register the upstream on a dedicated pool and stream through it"
+    )
     parser.add_argument("--litellm-workers", type=_ints, default=[1], help="e.g. 1,2: one proxy per count")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
