@@ -157,8 +157,9 @@ class Session:
 
     async def _run(self, request: ChatRequest, open_stream: StreamOpener) -> Batches:
         run_id = request.run_id or new_id("run")
+        # A branch: its context is its parent's chain, which the session's summary does not cover.
+        branch = request.parent_run_id is not None and request.parent_run_id != self.head
         history = self._history_for(request)
-        branch = history is not self.history
         if request.store:
             for message in request.messages:
                 self.store.append_message(self.session_id, message, run_id)

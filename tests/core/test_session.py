@@ -190,3 +190,14 @@ async def test_steps_stop_at_max_steps_with_a_warning_and_finish_length(store: S
     assert any(e["type"] == "warning" and e["code"] == "max_steps" for e in events)
     assert events[-1]["reason"] == "length"
     assert store.runs("sess_1")[0]["finish_reason"] == "length"
+
+
+async def test_a_run_that_keeps_nothing_still_gets_the_sessions_summary(store: Store) -> None:
+    """``store: false`` keeps nothing, but its context is the session's like any other run's, summary included."""
+    s = session(store, history_max_runs=1, summary_provider="fake", summary_wait_s=30)
+    pool = FakePool()
+    await run(s, ask("one"), pool)
+    await run(s, ask("two"), pool)
+    await run(s, ask("secret", store=False), pool)
+    notes = [m["content"] for m in pool.seen[-1] if m["role"] == "system"]
+    assert any(note.startswith("Summary of the earlier conversation: reply") for note in notes), notes
