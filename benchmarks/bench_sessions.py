@@ -33,7 +33,7 @@ from actors.deploy import apply_ray_env, deploy_config
 from actors.session_actor import SessionActor
 from relay.cli.serve import load_serve_config
 from relay.config import ContextSettings, ProviderConfig
-from relay.providers import create_adapter
+from relay.providers import adapter_class
 from relay.request import ChatRequest
 from relay.store import open_store
 
@@ -55,7 +55,8 @@ def p50(values: list[float]) -> float:
 
 
 async def direct_ttft() -> float:
-    adapter = create_adapter(ProviderConfig(provider_id="echo", provider_type="echo", options=ECHO))
+    config = ProviderConfig(provider_id="echo", provider_type="echo", options=ECHO)
+    adapter = adapter_class(config)(config)
     start = time.perf_counter()
     request = ChatRequest(provider="echo", messages=[{"role": "user", "content": "measure this reply"}])
     async for _ in adapter.stream_chat(request):
