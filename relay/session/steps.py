@@ -63,11 +63,7 @@ class RunSteps:
         self._offset = 0  # tool-call indices used by earlier steps
 
     async def batches(self) -> AsyncIterator[tuple[Target, Batch]]:
-        """The run's events, each batch with the target that served it."""
-        async for batch in self._events():
-            yield self._served, batch
-
-    async def _events(self) -> Batches:
+        """The run's events, each batch with the target that served it (one generator: this is the token path)."""
         policy = self.request.cache
         key = None
         if policy is not None:
@@ -80,7 +76,7 @@ class RunSteps:
                 hit_reply = Reply()
                 hit_reply.extend(batch)
                 self._commit_step(hit_reply)
-                yield batch
+                yield self._served, batch
                 return
         toolset = self.request.tools
         max_steps = toolset.max_steps if toolset else 1
@@ -93,7 +89,7 @@ class RunSteps:
                     batch = self._adjusted(batch)
                     if key is not None:
                         recorded.extend(batch)
-                    yield batch
+                    yield self._served, batch
             finally:
                 self._commit_step(step_reply)
             calls = step_reply.tool_call_list()
@@ -101,12 +97,12 @@ class RunSteps:
             if step_reply.error is not None or not server:
                 break
             async for batch in self._execute(server, step):
-                yield batch
+                yield self._served, batch
             if len(server) < len(calls):
                 return  # the other calls are the client's: the run ends on finish tool_calls
             if step == max_steps:
                 warning = f"stopped after {max_steps} model calls; the model still wanted tools"
-                yield [{"type": "warning", "message": warning, "code": "max_steps"}, finish("length")]
+                yield self._served, [{"type": "warning", "message": warning, "code": "max_steps"}, finish("length")]
                 return
         if key is not None and policy is not None and step == 1 and step_reply.error is None:
             events = replayable(recorded, step_reply.finish_reason)
