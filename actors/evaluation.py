@@ -1,9 +1,12 @@
 """Evaluation on Ray: cells go to the provider pools through Serve handles, one actor holds the rate buckets.
 
 The driver (``relay eval``, or a notebook) runs the cells as asyncio tasks;
-the work happens in the ``ProviderPool`` replicas, wherever Serve placed them
-on the cluster. The ``ProviderLimiterActor`` is one named, detached actor per cluster,
-so concurrent evaluations against one provider share its rpm and tpm, and a
+the work happens in the pool replicas (the shared pool, or a provider's
+dedicated one), wherever Serve placed them on the cluster. A cell is one
+call to its pool's ``complete``: the reply comes back whole, timed in the
+pool, as one Ray item rather than one per token batch. The
+``ProviderLimiterActor`` is one named, detached actor per cluster, so
+concurrent evaluations against one provider share its rpm and tpm, and a
 Retry-After seen by one pauses them all.
 """
 
@@ -22,6 +25,7 @@ from ray.actor import ActorHandle
 from ray.serve.exceptions import RayServeException
 
 from relay.config import ProviderConfig, RelaySettings
+from relay.errors import as_relay_error
 from relay.evaluation.api import Prepared, ScorerLike, default_out, prepare, provider_budgets, run_evaluation
 from relay.evaluation.costs import PriceTable
 from relay.evaluation.dataset import Row
@@ -29,8 +33,8 @@ from relay.evaluation.limits import ProviderRateLimits
 from relay.evaluation.progress import Progress
 from relay.evaluation.runner import EvalResult
 from relay.evaluation.spec import EvalOptions
+from relay.providers.whole import WholeReply, fold
 from relay.request import ChatRequest
-from relay.types import Batches
 
 from .names import SHARED_POOL
 from .placement import deploy_dedicated_pool
@@ -39,7 +43,7 @@ from .pools import PoolHandles
 __all__ = [
     "ProviderLimiterActor",
     "ClusterProviderLimiter",
-    "PoolStreams",
+    "PoolReplies",
     "rate_limiter",
     "served_pools",
     "ensure_pools",
@@ -101,15 +105,30 @@ class ClusterProviderLimiter:
         await self.actor.pause.remote(provider, seconds)
 
 
-class PoolStreams:
-    """``open_stream`` over the pools' Serve handles: the same path a session actor takes, minus the session."""
+class PoolReplies:
+    """The runner's ``complete`` over the pools' Serve handles: the path a session actor takes, minus the session.
 
-    def __init__(self, apps: dict[str, str]) -> None:
+    ``streamed``: each cell streams its pool's batches and folds them here, timed here, as cells did before
+    the pools could answer whole (``benchmarks/bench_eval.py`` measures the two side by side).
+    """
+
+    def __init__(self, apps: dict[str, str], *, streamed: bool = False) -> None:
         self.apps = apps
+        self.streamed = streamed
         self.pool_handles = PoolHandles()
 
-    def __call__(self, request: ChatRequest) -> Batches:
-        return self.pool_handles.stream(self.apps[request.provider], request)
+    async def __call__(self, request: ChatRequest) -> WholeReply:
+        pool_app = self.apps[request.provider]
+        if self.streamed:
+            return await fold(self.pool_handles.stream(pool_app, request))
+        response = self.pool_handles.get(pool_app, request.provider).complete.remote(request)
+        try:
+            return await response  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            response.cancel()  # a stopped run stops its cells' upstream calls too
+            raise
+        except Exception as exc:
+            raise as_relay_error(exc) from None  # the RelayError the pool raised, not Ray's wrapper of it
 
 
 def running_pools() -> dict[str, str]:
@@ -197,7 +216,7 @@ async def run_on_cluster(
     try:
         return await run_evaluation(
             prepared,
-            open_stream=PoolStreams(apps),
+            complete=PoolReplies(apps),
             limiter=ClusterProviderLimiter(),
             out=out or default_out(prepared.name),
             options=options,

@@ -21,7 +21,9 @@ requests get a retryable 503 (then its fallbacks) while its neighbours keep thei
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
@@ -33,6 +35,7 @@ from relay.providers.catalog import ProviderCatalog
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
 from relay.providers.telemetry import observe
+from relay.providers.whole import WholeReply, complete
 from relay.request import ChatRequest
 from relay.store import open_store
 from relay.types import Batches
@@ -57,6 +60,7 @@ class _Held:
     def __init__(self, runtime: ProviderRuntime) -> None:
         self.runtime = runtime
         self.streams = 0
+        self.replies = 0  # calls served as whole replies (``complete``), the rest streamed
         self.evicted = False
         self.closed = False
         self.loop = asyncio.get_running_loop()
@@ -114,7 +118,9 @@ class SharedPool:
     async def _held(self) -> _Held:
         return await self._runtime(serve.get_multiplexed_model_id())  # type: ignore[no-any-return]
 
-    async def stream(self, request: ChatRequest) -> Batches:
+    @contextlib.asynccontextmanager
+    async def _serving(self, request: ChatRequest) -> AsyncIterator[_Held]:
+        """The provider's runtime for one call, holding one of its slots on this replica until the call ends."""
         set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
         held = await self._held()
         limit = held.runtime.config.max_ongoing_requests
@@ -125,13 +131,24 @@ class SharedPool:
             )
         held.streams += 1
         try:
-            async for batch in observe(held.runtime.stream(request), request.provider, pool_metrics()):
-                yield batch
+            yield held
         finally:
             held.release()
+
+    async def stream(self, request: ChatRequest) -> Batches:
+        async with self._serving(request) as held:
+            async for batch in observe(held.runtime.stream(request), request.provider, pool_metrics()):
+                yield batch
+
+    async def complete(self, request: ChatRequest) -> WholeReply:
+        """The whole reply as one result (``relay.providers.whole``): one Ray item, not one per batch."""
+        async with self._serving(request) as held:
+            held.replies += 1
+            return await complete(held.runtime, request, pool_metrics())
 
     async def health(self) -> dict[str, Any]:
         return await (await self._held()).runtime.health()
 
     async def stats(self) -> dict[str, Any]:
-        return (await self._held()).runtime.stats()
+        held = await self._held()
+        return held.runtime.stats() | {"replies": held.replies}

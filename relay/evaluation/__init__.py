@@ -12,7 +12,7 @@ from relay.evaluation.dataset import DatasetError, Row, load_dataset, parse_rows
 from relay.evaluation.export import write_outputs
 from relay.evaluation.judge import LLMJudge, parse_verdict
 from relay.evaluation.limits import LocalProviderLimiter, ProviderRateLimits
-from relay.evaluation.local import RuntimeStreams
+from relay.evaluation.local import RuntimeReplies
 from relay.evaluation.plan import Candidate, Cell, config_hash, plan_cells
 from relay.evaluation.progress import Progress
 from relay.evaluation.report import render_report
@@ -47,7 +47,7 @@ __all__ = [
     "Regex",
     "ResultStore",
     "Row",
-    "RuntimeStreams",
+    "RuntimeReplies",
     "Score",
     "Scorer",
     "candidates_for",

@@ -1,6 +1,6 @@
 """The evaluation as one call: resolve the dataset, providers and scorers, run, write the outputs.
 
-``run_evaluation`` takes the two seams (streams, limiter) from its caller:
+``run_evaluation`` takes the two seams (replies, limiter) from its caller:
 ``actors.evaluation.evaluate`` passes the Ray pools and the cluster's
 limiter actor; ``evaluate_local`` passes in-process runtimes.
 """
@@ -19,13 +19,14 @@ from relay.evaluation.dataset import Row, load_dataset, parse_rows
 from relay.evaluation.export import write_outputs
 from relay.evaluation.judge import LLMJudge
 from relay.evaluation.limits import LocalProviderLimiter
-from relay.evaluation.local import RuntimeStreams
+from relay.evaluation.local import RuntimeReplies
 from relay.evaluation.plan import Candidate
 from relay.evaluation.progress import Progress
 from relay.evaluation.results import open_results
-from relay.evaluation.runner import EvalResult, Evaluation, ProviderLimiter, StreamOpener
+from relay.evaluation.runner import EvalResult, Evaluation, ProviderLimiter
 from relay.evaluation.scoring import PythonScorer, Scorer
 from relay.evaluation.spec import EvalOptions, candidate_for, candidates_for, parse_scorer
+from relay.providers.whole import Completer
 from relay.spend import Budget
 
 __all__ = [
@@ -126,7 +127,7 @@ def default_out(dataset: str | Path) -> Path:
 async def run_evaluation(
     prepared: Prepared,
     *,
-    open_stream: StreamOpener,
+    complete: Completer,
     limiter: ProviderLimiter,
     out: str | Path,
     options: EvalOptions | None = None,
@@ -144,7 +145,7 @@ async def run_evaluation(
         evaluation = Evaluation(
             prepared.rows,
             prepared.candidates,
-            open_stream=open_stream,
+            complete=complete,
             limiter=limiter,
             store=store,
             scorers=prepared.scorers,
@@ -184,11 +185,11 @@ async def evaluate_local(
 ) -> EvalResult:
     """The same evaluation without Ray: each provider's runtime in this process, limits per process."""
     prepared = prepare(dataset, providers, configs, scorers, template)
-    streams = RuntimeStreams(c for c in configs if c.provider_id in prepared.providers)
+    replies = RuntimeReplies(c for c in configs if c.provider_id in prepared.providers)
     try:
         return await run_evaluation(
             prepared,
-            open_stream=streams,
+            complete=replies,
             limiter=LocalProviderLimiter(),
             out=out or default_out(prepared.name),
             options=options,
@@ -199,4 +200,4 @@ async def evaluate_local(
             budgets=provider_budgets(configs),
         )
     finally:
-        await streams.aclose()
+        await replies.aclose()

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_PRICES",
 ]
 
+
 @dataclass(slots=True)
 class CostEstimate:
     """The worst case of the cells still to run, per candidate label; ``unpriced`` lists what has no price."""
@@ -63,9 +64,7 @@ class CostCeilingExceeded(RuntimeError):
         self.ceiling = ceiling
 
 
-def estimate_cost(
-    cells: Iterable[Any], prices: PriceTable, judges: Sequence[tuple[Any, int]] = ()
-) -> CostEstimate:
+def estimate_cost(cells: Iterable[Any], prices: PriceTable, judges: Sequence[tuple[Any, int]] = ()) -> CostEstimate:
     """Worst case for ``cells`` (``plan.Cell``), plus one call per cell to each ``(judge candidate, max_tokens)``."""
     estimate = CostEstimate()
     for cell in cells:

@@ -1,10 +1,11 @@
 """Runs the cells of an evaluation: resume, cost ceiling, provider budgets, per-provider concurrency, rate limits,
 scoring.
 
-Plain asyncio over two seams: ``open_stream(request)`` yields a provider's
-event batches (a Serve pool's ``stream`` on a cluster, a ``ProviderRuntime``
-in one process), and a limiter holds the rate buckets (an actor on a cluster,
-``LocalProviderLimiter`` in one process). Retries with backoff and Retry-After happen
+Plain asyncio over two seams: ``complete(request)`` returns a provider's whole
+reply, timed where it was folded (``relay.providers.whole``: a Serve pool's
+``complete`` on a cluster, a ``ProviderRuntime`` in one process; a cell never
+needs its tokens one by one), and a limiter holds the rate buckets (an actor
+on a cluster, ``LocalProviderLimiter`` in one process). Retries with backoff and Retry-After happen
 once, in the provider runtime; a cell that still fails is recorded with its
 error and the run goes on. Each cell is written to the result store as soon
 as it finishes, so a stopped run loses only the cells in flight.
@@ -22,7 +23,6 @@ with chat, whose budgets the ingress keeps. Judge calls are not held to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,14 +41,11 @@ from relay.evaluation.results import ResultStore
 from relay.evaluation.scoring import Score, Scorer
 from relay.evaluation.spec import EvalOptions
 from relay.evaluation.summary import CandidateSummary, below_threshold, summarize
-from relay.reply import Reply
+from relay.providers.whole import Completer, WholeReply
 from relay.request import ChatRequest
 from relay.spend import Budget, BudgetLedger, RunCost
-from relay.types import StreamOpener
 
 __all__ = ["Evaluation", "EvalResult", "ProviderLimiter", "scorer_hash"]
-
-_CONTENT = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio", "image"})
 
 
 class ProviderLimiter(Protocol):
@@ -72,6 +69,20 @@ class _Call:
     output_tokens: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, reply: WholeReply) -> _Call:
+        """A cell's output is its text, or its tool calls as JSON when it answered only with calls."""
+        return cls(
+            text=reply.text or (orjson.dumps(reply.tool_calls).decode() if reply.tool_calls else ""),
+            finish_reason="error" if reply.error else reply.finish_reason,
+            ttft_ms=reply.ttft_ms,
+            latency_ms=reply.latency_ms,
+            input_tokens=reply.usage.get("input_tokens", 0),
+            output_tokens=reply.usage.get("output_tokens", 0),
+            usage=dict(reply.usage),
+            error=reply.error,
+        )
 
 
 @dataclass(slots=True)
@@ -98,7 +109,7 @@ class Evaluation:
         candidates: Sequence[Candidate],
         *,
         store: ResultStore,
-        open_stream: StreamOpener | None = None,
+        complete: Completer | None = None,
         limiter: ProviderLimiter | None = None,
         scorers: Sequence[Scorer] = (),
         options: EvalOptions | None = None,
@@ -111,7 +122,7 @@ class Evaluation:
         """``budgets``: provider id to its budget; ``clock``: wall time, for the budgets' periods."""
         self.rows = rows
         self.candidates = candidates
-        self.open_stream = open_stream
+        self.complete = complete
         self.limiter = limiter
         self.store = store
         self.scorers = list(scorers)
@@ -161,10 +172,10 @@ class Evaluation:
             raise CostCeilingExceeded(estimate, ceiling)
         return to_call, to_rescore, stored, estimate
 
-    def _seams(self) -> tuple[StreamOpener, ProviderLimiter]:
-        if self.open_stream is None or self.limiter is None:
-            raise RuntimeError("an Evaluation runs with open_stream and limiter; without them it can only preflight")
-        return self.open_stream, self.limiter
+    def _seams(self) -> tuple[Completer, ProviderLimiter]:
+        if self.complete is None or self.limiter is None:
+            raise RuntimeError("an Evaluation runs with complete and limiter; without them it can only preflight")
+        return self.complete, self.limiter
 
     async def run(self) -> EvalResult:
         _, limiter = self._seams()
@@ -244,17 +255,21 @@ class Evaluation:
         """A cell its provider's budget did not admit: stored, never called, called again by a later run."""
         candidate = cell.candidate
         error = {"error_type": "budget_exceeded", "message": message, "status_code": 429}
-        record = self._cell_fields(cell) | {
-            "status": "refused",
-            "output": "",
-            "finish_reason": None,
-            "ttft_ms": None,
-            "latency_ms": 0.0,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cost": 0.0 if self.prices.lookup(candidate.provider, candidate.model) else None,
-            "error": error,
-        } | self._scored([], error)
+        record = (
+            self._cell_fields(cell)
+            | {
+                "status": "refused",
+                "output": "",
+                "finish_reason": None,
+                "ttft_ms": None,
+                "latency_ms": 0.0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost": 0.0 if self.prices.lookup(candidate.provider, candidate.model) else None,
+                "error": error,
+            }
+            | self._scored([], error)
+        )
         self.store.put(record)
         return record
 
@@ -264,7 +279,7 @@ class Evaluation:
 
     async def call(self, request: ChatRequest, max_tokens: int) -> _Call:
         """One provider call through the limiter; never raises for a provider's failure."""
-        open_stream, limiter = self._seams()
+        complete, limiter = self._seams()
         provider = request.provider
         # A provider this run gives no limits costs no limiter round trips; a Retry-After still pauses it.
         limited = provider in self.options.rpm or provider in self.options.tpm
@@ -275,25 +290,13 @@ class Evaluation:
             delay = self._paused_until.get(provider, 0.0) - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        call = _Call()
-        reply = Reply()
         started = time.perf_counter()
         try:
-            async with contextlib.aclosing(open_stream(request)) as batches:
-                async for batch in batches:
-                    if call.ttft_ms is None and any(event["type"] in _CONTENT for event in batch):
-                        call.ttft_ms = (time.perf_counter() - started) * 1000
-                    reply.extend(batch)
-            call.error = reply.error
+            call = _Call.of(await complete(request))
         except Exception as exc:
-            error = as_relay_error(exc)
-            call.error = {key: value for key, value in error.to_event().items() if key != "type"}
-        call.latency_ms = (time.perf_counter() - started) * 1000
-        call.text = reply.content or (orjson.dumps(reply.tool_call_list()).decode() if reply.tool_calls else "")
-        call.finish_reason = "error" if call.error else reply.finish_reason
-        call.input_tokens = reply.usage.get("input_tokens", 0)
-        call.output_tokens = reply.usage.get("output_tokens", 0)
-        call.usage = dict(reply.usage)
+            # A failure has no reply to time: its latency is the caller's, until the error came back.
+            error = {key: value for key, value in as_relay_error(exc).to_event().items() if key != "type"}
+            call = _Call(finish_reason="error", latency_ms=(time.perf_counter() - started) * 1000, error=error)
         used = call.input_tokens + call.output_tokens
         if limited and used:
             # Settled with this provider's next reservation, or at the end of the run.
@@ -365,16 +368,20 @@ class Evaluation:
     async def _record(self, cell: Cell, call: _Call) -> dict[str, Any]:
         scores = [] if call.error else await self.score(call.text, cell.row)
         candidate = cell.candidate
-        record = self._cell_fields(cell) | {
-            "status": "error" if call.error else "ok",
-            "output": call.text,
-            "finish_reason": call.finish_reason,
-            "ttft_ms": call.ttft_ms,
-            "latency_ms": call.latency_ms,
-            "input_tokens": call.input_tokens,
-            "output_tokens": call.output_tokens,
-            "cost": self._cost(candidate.provider, candidate.model, call),
-            "error": call.error,
-        } | self._scored(scores, call.error)
+        record = (
+            self._cell_fields(cell)
+            | {
+                "status": "error" if call.error else "ok",
+                "output": call.text,
+                "finish_reason": call.finish_reason,
+                "ttft_ms": call.ttft_ms,
+                "latency_ms": call.latency_ms,
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+                "cost": self._cost(candidate.provider, candidate.model, call),
+                "error": call.error,
+            }
+            | self._scored(scores, call.error)
+        )
         self.store.put(record)
         return record

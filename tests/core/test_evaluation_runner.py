@@ -19,7 +19,7 @@ from relay.evaluation import (
     PriceTable,
     ProviderRateLimits,
     ResultStore,
-    RuntimeStreams,
+    RuntimeReplies,
     parse_rows,
 )
 from relay.evaluation.api import evaluate_local
@@ -274,7 +274,7 @@ async def test_limited_providers_draw_from_the_buckets_and_settle_with_real_usag
         parse_rows(ROWS),
         [Candidate("echo", "echo", "echo")],
         store=store,
-        open_stream=RuntimeStreams(configs),
+        complete=RuntimeReplies(configs),
         limiter=LocalProviderLimiter(limits),
         options=EvalOptions(tpm={"echo": 6000}, rpm={"echo": 6000}, params={"max_tokens": 50}),
         prices=FREE,

@@ -16,7 +16,7 @@ import websockets
 
 from relay.cli import main
 from relay.config import ProviderConfig
-from relay.evaluation import EvalOptions, Evaluation, LocalProviderLimiter, ResultStore, RuntimeStreams, parse_rows
+from relay.evaluation import EvalOptions, Evaluation, LocalProviderLimiter, ResultStore, RuntimeReplies, parse_rows
 from relay.evaluation.plan import Candidate
 from relay.evaluation.summary import summary_row
 from relay.http.app import build_app
@@ -175,7 +175,7 @@ def evaluation(store: ResultStore, budget: float, clock: Clock) -> Evaluation:
         ROWS,
         [Candidate("echo", "echo", "echo")],
         store=store,
-        open_stream=RuntimeStreams([echo]),
+        complete=RuntimeReplies([echo]),
         limiter=LocalProviderLimiter(),
         options=EvalOptions(concurrency=1, params={"max_tokens": 5}),
         prices=PriceTable({"echo": Price(1_000_000, 2_000_000)}),
