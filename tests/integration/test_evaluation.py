@@ -10,16 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import ray
 import yaml
 from ray import serve
 
-from actors.evaluation import ClusterProviderLimiter, aevaluate, ensure_pools, rate_limiter
-from actors.names import pool_name
+from actors.evaluation import ClusterProviderLimiter, PoolReplies, aevaluate, ensure_pools, rate_limiter, served_pools
+from actors.names import PoolAddress, pool_name
+from actors.pools import PoolHandles
 from relay.config import ProviderConfig, RelaySettings
+from relay.errors import InvalidRequest
 from relay.evaluation import CostCeilingExceeded, EvalOptions, Price, PriceTable, ResultStore
+from relay.request import ChatRequest
 from tests.integration.conftest import ROOT, Relay
 
 pytestmark = pytest.mark.integration
@@ -72,16 +76,17 @@ def user_texts(requests: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-async def pool_requests(provider: str) -> int:
+async def pool_calls(provider: str) -> tuple[int, int]:
+    """(calls, of which whole replies) the provider's dedicated pool has served."""
     app = {"ev-echo": "relay-provider-ev-echo", "ev-oa": "relay-provider-ev-oa"}[provider]
     stats = await serve.get_deployment_handle(pool_name(provider), app_name=app).stats.remote()
-    return int(stats["requests"])
+    return int(stats["requests"]), int(stats["replies"])
 
 
 async def test_cells_run_through_the_pools_on_echo_openai_and_anthropic(
     settings: RelaySettings, fakes: Relay, tmp_path: Path
 ) -> None:
-    before = await pool_requests("ev-oa")
+    before = await pool_calls("ev-oa")
     dataset = [*rows(5), {"id": "odd", "prompt": "no capital here", "expected": "Paris"}]
     result = await aevaluate(
         dataset,
@@ -94,7 +99,9 @@ async def test_cells_run_through_the_pools_on_echo_openai_and_anthropic(
     )
     assert result.called == 36 and all(r["status"] == "ok" for r in result.records)
     assert len(fakes.upstream.requests) == 12 and len(fakes.anthropic.requests) == 12
-    assert await pool_requests("ev-oa") - before == 12  # the cells went through the pool, not a session
+    after = await pool_calls("ev-oa")
+    # The cells went through the pool, not a session, each as one whole reply.
+    assert (after[0] - before[0], after[1] - before[1]) == (12, 12)
     claude = next(r for r in result.records if r["label"] == "ev-claude" and r["row_id"] == "row1")
     assert claude["output"] == "row 1 mentions Paris" and claude["finish_reason"] == "stop"
     assert claude["input_tokens"] == 11 and claude["ttft_ms"] is not None and claude["latency_ms"] > 0
@@ -102,6 +109,59 @@ async def test_cells_run_through_the_pools_on_echo_openai_and_anthropic(
     assert result.exit_code == 1 and [s.label for s in result.failing] == ["ev-echo", "ev-oa", "ev-claude"]
     html = (tmp_path / "report.html").read_text()
     assert 'id="chart-latency"' in html and 'data-row="odd"' in html
+
+
+async def test_cells_on_the_shared_pool_come_back_whole_with_exact_texts_and_the_pools_timing(
+    fakes: Relay, tmp_path: Path
+) -> None:
+    """Two providers of the relay app's shared pool: ``up`` (configured, the OpenAI fake) and ``ev-paced``
+    (registered: an echo that waits 80 ms, then sends 40 words a second). Each cell is one ``complete`` call."""
+    paced = {"ttft_ms": 80, "tokens_per_s": 40}
+    async with httpx.AsyncClient(base_url=fakes.url, timeout=120) as http:
+        body = {"provider_id": "ev-paced", "provider_type": "echo", "model_name": "echo", "options": paced}
+        created = await http.post("/api/streaming/providers/register", json=body)
+        assert created.status_code == 201, created.text
+        try:
+            served = await served_pools()
+            assert all(PoolAddress.of(served[p], p).shared for p in ("ev-paced", "up"))
+            handles = PoolHandles()
+            before = [(await handles.stats(served[p], p))["replies"] for p in ("ev-paced", "up")]
+            configs = [
+                ProviderConfig(provider_id="ev-paced", provider_type="echo", model="echo", options=paced),
+                ProviderConfig(
+                    provider_id="up", provider_type="openai_compatible", model="fake", base_url=fakes.upstream_url
+                ),
+            ]
+            result = await aevaluate(
+                rows(4, "shared"),
+                "ev-paced,up,up/fake-status-400",
+                settings=RelaySettings(providers=configs),
+                out=tmp_path,
+                prices=FREE,
+            )
+            after = [(await handles.stats(served[p], p))["replies"] for p in ("ev-paced", "up")]
+            with pytest.raises(InvalidRequest) as refused:  # the pool's own error, not Ray's wrapper of it
+                await PoolReplies(served)(ChatRequest("up", [{"role": "user", "content": "hi"}], "fake-status-400"))
+        finally:
+            assert (await http.delete("/api/streaming/providers/ev-paced")).status_code == 200
+    assert [after[0] - before[0], after[1] - before[1]] == [4, 8]
+    assert type(refused.value) is InvalidRequest and refused.value.status_code == 400
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for record in result.records:
+        by_label.setdefault(record["label"], []).append(record)
+    # The echo sends the prompt back as it came; the OpenAI fake sends each word with a trailing space.
+    assert [r["output"] for r in by_label["ev-paced"]] == [f"shared {i} mentions Paris" for i in range(4)]
+    assert [r["output"] for r in by_label["up"]] == [f"shared {i} mentions Paris " for i in range(4)]
+    for record in by_label["ev-paced"]:  # timed in the pool around the upstream: never under the echo's pace
+        assert record["ttft_ms"] >= 80 and record["latency_ms"] >= 80 + 3 / 40 * 1000
+        assert record["finish_reason"] == "stop" and record["output_tokens"] == 4
+    for record in by_label["up"]:
+        assert 0 < record["ttft_ms"] <= record["latency_ms"]
+        assert (record["input_tokens"], record["output_tokens"]) == (7, 4)
+    failed = by_label["up/fake-status-400"]
+    assert [(r["status"], r["error"]["error_type"], r["error"]["status_code"]) for r in failed] == [
+        ("error", "invalid_request_error", 400)
+    ] * 4
 
 
 async def test_llm_judge_calls_its_provider_through_the_pool(
