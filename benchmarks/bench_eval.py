@@ -2,8 +2,9 @@
 
 Starts its own local Ray cluster and the relay app (config/serve.yaml, the shared pool pinned at
 ``--shared-replicas``), registers echo providers on the shared pool through the HTTP API, and runs
-``--rows`` rows on 3 of them, then on 10, 50 cells in flight per provider. Each set runs once per
-mode, interleaved (``--rounds``):
+``--rows`` rows on 3 of them, then on 10, 50 cells in flight per provider, after one warm-up call
+per provider and mode. Each set runs ``--rounds`` times per mode, the modes interleaved, each going
+first in turn:
 
 - ``streamed``: a cell streams its pool's token batches (one Ray item each) and folds them in the driver;
 - ``whole``: a cell is one call to the pool's ``complete``, the reply folded and timed in the pool.
@@ -41,7 +42,7 @@ from ray import serve
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from procfs import sample_tree  # noqa: E402
+from procfs import CpuSample, cpu_percent, sample_tree  # noqa: E402
 
 from actors.deploy import apply_ray_env, deploy_config  # noqa: E402
 from actors.evaluation import NAMESPACE, PoolReplies, served_pools  # noqa: E402
@@ -79,6 +80,20 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return round(cuts[49], 1), round(cuts[98], 1)
 
 
+def tree() -> CpuSample:
+    """This driver (``driver``) and the cluster it started, a Python helper by its script (``log_monitor.py``)."""
+    sample = sample_tree(os.getpid())
+    for pid, (title, started, cpu) in sample.items():
+        if pid == os.getpid():
+            sample[pid] = ("driver", started, cpu)
+        elif title == "python":
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                script = next((arg for arg in argv[1:] if arg and not arg.startswith("-")), title)
+                sample[pid] = (Path(script).name, started, cpu)
+    return sample
+
+
 def rss_kb(pid: int) -> int:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -89,8 +104,8 @@ def rss_kb(pid: int) -> int:
 
 def processes() -> tuple[int, int]:
     """(processes, RSS MB) of this driver and the whole cluster it started."""
-    tree = sample_tree(os.getpid())
-    return len(tree), sum(map(rss_kb, tree)) // 1024
+    pids = sample_tree(os.getpid())
+    return len(pids), sum(map(rss_kb, pids)) // 1024
 
 
 def loadavg() -> str:
@@ -118,6 +133,7 @@ async def run(
     prepared = prepare(rows, ",".join(names), configs, ["contains"])
     served = await served_pools()
     timed = Timed(PoolReplies({name: served[name] for name in names}, streamed=mode == "streamed"))
+    cpu_before, started = tree(), time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = await run_evaluation(
             prepared,
@@ -128,6 +144,7 @@ async def run(
             prices=PriceTable({"echo": Price(0, 0)}),
             progress=Progress(sys.stderr) if args.progress else None,
         )
+    cpu = cpu_percent(cpu_before, tree(), time.perf_counter() - started)
     exact = sum(r["output"] == r["prompt"] for r in result.records)
     recorded = percentiles([r["latency_ms"] for r in result.records if r["status"] == "ok"])
     driver = percentiles(timed.ms)
@@ -145,6 +162,8 @@ async def run(
         "driver_p50_ms": driver[0],
         "driver_p99_ms": driver[1],
         "ttft_p50_ms": percentiles([r["ttft_ms"] for r in result.records if r["ttft_ms"] is not None])[0],
+        # % of one core over the run (reports included), by process: where the time goes.
+        "cpu_pct": {group: pct for group, pct in sorted(cpu.items(), key=lambda item: -item[1]) if pct >= 5},
     }
 
 
@@ -155,13 +174,18 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     configs = [ProviderConfig(provider_id=n, provider_type="echo", model="echo", options=echo) for n in names]
     cell_s = args.ttft_ms / 1000 + (args.words - 1) / args.tokens_per_s
     ideal_s = math.ceil(args.rows / args.in_flight) * cell_s
-    before = processes()
+    before, pids_before = processes(), set(tree())
     registered = await register(url, names, echo)
     after_registration = processes()
+    # One call per provider and mode first: routers, multiplexed runtimes and SDK clients are built before any run.
+    served = await served_pools()
+    for mode in args.modes:
+        replies = PoolReplies({name: served[name] for name in names}, streamed=mode == "streamed")
+        await asyncio.gather(*(replies(ChatRequest(name, [{"role": "user", "content": "warm"}])) for name in names))
     runs = []
     for count in sorted(args.sets):
-        for _ in range(args.rounds):
-            for mode in args.modes:
+        for round_ in range(args.rounds):
+            for mode in args.modes[round_ % 2 :] + args.modes[: round_ % 2]:  # each mode goes first in turn
                 print(f"{count} providers, {mode} cells ...", file=sys.stderr)
                 runs.append(await run(names[:count], configs, mode, args, ideal_s))
                 print(json.dumps(runs[-1]), file=sys.stderr)
@@ -172,6 +196,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "processes_before": before,
         "processes_after_registration": after_registration,
         "processes_after_runs": processes(),
+        "processes_added": sorted(title for pid, (title, _, _) in tree().items() if pid not in pids_before),
         "runs": runs,
     }
 
@@ -200,6 +225,7 @@ def main() -> None:
         app_args: dict[str, Any] = config["applications"][0]["args"]
         app_args["pool_autoscaling"] = None
         app_args["shared_pool"] = {"num_replicas": args.shared_replicas}
+        app_args["sessions"] = {"warm_pool_size": 0}  # an evaluation uses no session actor
         load_before = loadavg()
         apply_ray_env()  # the cluster runs Serve as `relay serve` runs it
         ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
@@ -228,7 +254,8 @@ def main() -> None:
         )
     print(
         f"processes (count, RSS MB): {figures['processes_before']} before registering {max(args.sets)} providers, "
-        f"{figures['processes_after_registration']} after, {figures['processes_after_runs']} after the runs; "
+        f"{figures['processes_after_registration']} after, {figures['processes_after_runs']} after the runs "
+        f"(new: {', '.join(figures['processes_added']) or 'none'}); "
         f"registration p50 {figures['registration_ms_p50']} ms; load {figures['loadavg_before']} -> "
         f"{figures['loadavg_after']}"
     )
