@@ -24,10 +24,10 @@ from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.types import Batches
 
-__all__ = ["CONTENT_TYPES", "Completer", "WholeReply", "complete", "fold"]
+__all__ = ["Completer", "WholeReply", "complete", "fold"]
 
 # What the first token is, for TTFT: a status (a retry, a fallback) or a usage event is not an answer yet.
-CONTENT_TYPES = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio", "image"})
+_CONTENT = frozenset({"text-delta", "reasoning-delta", "tool-call-start", "audio", "image"})
 
 
 @dataclass(slots=True)
@@ -54,7 +54,7 @@ async def fold(batches: Batches, clock: Callable[[], float] = time.perf_counter)
     reply = Reply()
     async with contextlib.aclosing(batches):
         async for batch in batches:
-            if ttft_ms is None and any(event["type"] in CONTENT_TYPES for event in batch):
+            if ttft_ms is None and any(event["type"] in _CONTENT for event in batch):
                 ttft_ms = (clock() - started) * 1000
             reply.extend(batch)
     return WholeReply(
