@@ -13,7 +13,6 @@ from relay.config import ProviderConfig
 from relay.logs import configure_logging, set_request_id
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
-from relay.providers.telemetry import observe
 from relay.providers.whole import WholeReply, complete
 from relay.request import ChatRequest
 from relay.types import Batches
@@ -27,19 +26,19 @@ __all__ = ["ProviderPool"]
 class ProviderPool:
     def __init__(self, config: ProviderConfig, coalesce_base_s: float, coalesce_per_window: float):
         configure_logging([config.resolve_key()])
-        self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window))
+        self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window), metrics=pool_metrics())
         self.replies = 0  # calls served as whole replies (``complete``), the rest streamed
 
     async def stream(self, request: ChatRequest) -> Batches:
         set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
-        async for batch in observe(self.runtime.stream(request), self.runtime.config.provider_id, pool_metrics()):
+        async for batch in self.runtime.stream(request):
             yield batch
 
     async def complete(self, request: ChatRequest) -> WholeReply:
         """The whole reply as one result (``relay.providers.whole``): one Ray item, not one per batch."""
         set_request_id(request.request_id)
         self.replies += 1
-        return await complete(self.runtime, request, pool_metrics())
+        return await complete(self.runtime, request)
 
     async def health(self) -> dict[str, Any]:
         return await self.runtime.health()

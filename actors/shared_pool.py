@@ -34,7 +34,6 @@ from relay.logs import configure_logging, set_request_id
 from relay.providers.catalog import ProviderCatalog
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
-from relay.providers.telemetry import observe
 from relay.providers.whole import WholeReply, complete
 from relay.request import ChatRequest
 from relay.store import open_store
@@ -113,7 +112,7 @@ class SharedPool:
         if config is None or config.is_dedicated:
             raise NotFound(f"Unknown provider '{provider_id}'", param="provider_id", code="provider_not_found")
         configure_logging([config.resolve_key()])  # only adds its key to what the logs redact
-        return _Held(ProviderRuntime(config, LoadGauge(*self.coalesce)))
+        return _Held(ProviderRuntime(config, LoadGauge(*self.coalesce), metrics=pool_metrics()))
 
     async def _held(self) -> _Held:
         return await self._runtime(serve.get_multiplexed_model_id())  # type: ignore[no-any-return]
@@ -137,14 +136,14 @@ class SharedPool:
 
     async def stream(self, request: ChatRequest) -> Batches:
         async with self._serving(request) as held:
-            async for batch in observe(held.runtime.stream(request), request.provider, pool_metrics()):
+            async for batch in held.runtime.stream(request):
                 yield batch
 
     async def complete(self, request: ChatRequest) -> WholeReply:
         """The whole reply as one result (``relay.providers.whole``): one Ray item, not one per batch."""
         async with self._serving(request) as held:
             held.replies += 1
-            return await complete(held.runtime, request, pool_metrics())
+            return await complete(held.runtime, request)
 
     async def health(self) -> dict[str, Any]:
         return await (await self._held()).runtime.health()

@@ -95,12 +95,12 @@ def run_serve(args: argparse.Namespace) -> int:
         config.setdefault("logging_config", QUIET_SERVE_LOGGING)  # a logging_config in the file wins
         os.environ.setdefault(LOG_LEVEL_ENV, "WARNING")  # Relay's own lines in every Ray process
     try:
-        return _serve_until_stopped(config, host, port, verbose=args.verbose)
+        return _serve_until_stopped(config, host, port, verbose=args.verbose, dashboard=args.dashboard)
     except KeyboardInterrupt:
         return 0
 
 
-def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbose: bool) -> int:
+def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbose: bool, dashboard: bool) -> int:
     from actors.deploy import DeployFailed, apply_ray_env, deploy_config
 
     apply_ray_env()  # before ray.init: the local cluster's processes inherit it
@@ -114,7 +114,7 @@ def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbos
     ray.init(
         address=address,
         namespace="serve",
-        include_dashboard=False,
+        include_dashboard=dashboard,  # a chat runtime needs none of its UI; its port stays on 127.0.0.1 when on
         logging_level=level,
     )
     logging.getLogger("ray.serve").setLevel(level)  # the driver's "Started Serve", "Deploying app" lines

@@ -2,8 +2,8 @@
 
 Streamed, every coalesced batch of a reply is one Ray item across the pool's hop, and a caller that keeps
 only the finished text pays for each (benchmarks/README.md, "Evaluation"). ``complete`` runs the stream a
-streamed call runs (``ProviderRuntime.stream``: features, retries, breaker, counters, coalescing, tracing;
-the pool's metrics through ``observe``) and folds it where it runs, in the pool replica. The caller gets one
+streamed call runs (``ProviderRuntime.stream``: features, retries, breaker, routing counters and metrics,
+coalescing, tracing) and folds it where it runs, in the pool replica. The caller gets one
 ``WholeReply``, its TTFT and latency timed there, around the upstream stream rather than across the hop.
 
 A failure raises the ``RelayError`` the stream raises. An ``error`` event that ends a stream without raising
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from relay.providers.runtime import ProviderRuntime
-from relay.providers.telemetry import MetricsSink, observe
 from relay.reply import Reply
 from relay.request import ChatRequest
 from relay.types import Batches
@@ -68,7 +67,6 @@ async def fold(batches: Batches, clock: Callable[[], float] = time.perf_counter)
     )
 
 
-async def complete(runtime: ProviderRuntime, request: ChatRequest, sink: MetricsSink | None = None) -> WholeReply:
-    """``request``'s whole reply from ``runtime``; ``sink`` records the stream's metrics as a pool's stream does."""
-    batches = runtime.stream(request)
-    return await fold(batches if sink is None else observe(batches, request.provider, sink))
+async def complete(runtime: ProviderRuntime, request: ChatRequest) -> WholeReply:
+    """``request``'s whole reply from ``runtime``, counted and measured by it as a streamed call is."""
+    return await fold(runtime.stream(request))

@@ -12,6 +12,7 @@ from relay.config import ProviderConfig
 from relay.errors import AuthenticationFailed, InvalidRequest, Overloaded, ProviderError, RateLimited, RelayError
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
+from relay.providers.telemetry import NO_METRICS, MetricsSink
 from relay.providers.whole import complete, fold
 from relay.request import ChatRequest
 from tests.core.test_telemetry import Recorded
@@ -34,11 +35,11 @@ def anthropic_fake(fake_anthropic: tuple[FakeAnthropic, str]) -> tuple[FakeAnthr
     return fake_anthropic
 
 
-def openai(url: str, **extra: Any) -> ProviderRuntime:
+def openai(url: str, metrics: MetricsSink = NO_METRICS, **extra: Any) -> ProviderRuntime:
     config = ProviderConfig(
         provider_id="oa", provider_type="openai_compatible", model="fake", base_url=url, **(QUICK | extra)
     )
-    return ProviderRuntime(config, LoadGauge())
+    return ProviderRuntime(config, LoadGauge(), metrics=metrics)
 
 
 def anthropic(fake: tuple[FakeAnthropic, str], **extra: Any) -> ProviderRuntime:
@@ -60,9 +61,9 @@ def ask(provider: str, text: str, model: str | None = None, **params: Any) -> Ch
 async def test_a_whole_reply_is_the_streamed_reply_with_its_usage_finish_and_timing(
     openai_fake: tuple[FakeOpenAI, str],
 ) -> None:
-    runtime = openai(openai_fake[1])
     sink = Recorded()
-    whole = await complete(runtime, ask("oa", "the capital is Paris"), sink)
+    runtime = openai(openai_fake[1], sink)
+    whole = await complete(runtime, ask("oa", "the capital is Paris"))
     streamed = await fold(runtime.stream(ask("oa", "the capital is Paris")))
     assert whole.text == streamed.text == "the capital is Paris "  # the fake sends each word with a space
     assert whole.usage == streamed.usage
@@ -71,7 +72,7 @@ async def test_a_whole_reply_is_the_streamed_reply_with_its_usage_finish_and_tim
     assert whole.ttft_ms is not None and 0 < whole.ttft_ms <= whole.latency_ms
     # The runtime's own counters and the pool's metrics, as a streamed call leaves them.
     assert runtime.stats()["completed"] == 2 and runtime.stats()["errors"] == 0
-    assert sink.calls == [("started", "oa"), ("first_token", "oa"), ("tokens", "oa", 7, 4), ("ended", "oa")]
+    assert sink.calls == [("started", "oa"), ("first_token", "oa"), ("tokens", "oa", 7, 4), ("ended", "oa")] * 2
     await runtime.aclose()
 
 
