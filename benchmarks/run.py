@@ -138,7 +138,7 @@ def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace, i
         data_dir = procs.workdir / ("relay-data" if ingress is None else f"relay-data-{ingress}")
         argv = [relay, "serve", "--port", str(port), "--data-dir", str(data_dir)]
         if ingress is not None:
-            # Every mode with auth on, so that HAProxy may serve a loopback bind (relay.cli.serve.choose_ingress)
+            # Every mode with auth on, so that HAProxy may serve a loopback bind (relay.cli.serve.check_ingress)
             # and both pay the same key check.
             headers = {"Authorization": f"Bearer {create_admin_key(data_dir)}"}
             argv += ["--ingress", ingress]

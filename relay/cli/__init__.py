@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--ingress",
         choices=INGRESS_CHOICES,
-        default=os.environ.get("RELAY_INGRESS", "auto"),
-        help="Serve's HTTP ingress: its Python proxy, or HAProxy (auto: the proxy on loopback, HAProxy beyond)",
+        default="python",
+        help="Serve's HTTP ingress: its Python proxy (default), or HAProxy (needs auth on a loopback bind)",
     )
     chat = commands.add_parser("chat", help="a streaming terminal chat that keeps its session", parents=[common])
     chat.add_argument("--provider", default=None)

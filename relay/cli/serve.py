@@ -24,7 +24,7 @@ import yaml
 
 from relay.logs import LOG_LEVEL_ENV
 
-__all__ = ["INGRESS_CHOICES", "QUIET_SERVE_LOGGING", "choose_ingress", "is_loopback", "load_serve_config", "run_serve"]
+__all__ = ["INGRESS_CHOICES", "QUIET_SERVE_LOGGING", "check_ingress", "is_loopback", "load_serve_config", "run_serve"]
 
 log = logging.getLogger("relay")
 
@@ -43,28 +43,25 @@ def is_loopback(host: str) -> bool:
 
 
 # Serve's HTTP ingress: its Python proxy, or HAProxy in front of the ingress replicas' own HTTP ports (Ray's
-# direct ingress). "auto" picks per bind (choose_ingress); benchmarks/README.md, "Lever 1", has the figures.
-INGRESS_CHOICES = ("auto", "python", "haproxy")
+# direct ingress). The proxy stays the default: through HAProxy a client that leaves a silent stream is missed
+# about one time in three, so its run is not cancelled (benchmarks/README.md, "Lever 1: the HAProxy ingress").
+INGRESS_CHOICES = ("python", "haproxy")
 
 
-def choose_ingress(requested: str, host: str, *, auth: bool) -> str:
-    """The ingress for this bind; ValueError when HAProxy would publish ports that a loopback bind promises not to.
+def check_ingress(ingress: str, host: str, *, auth: bool) -> None:
+    """ValueError when HAProxy would publish ports that a loopback bind without auth promises not to.
 
     Relay passes its host to Serve explicitly, so in HAProxy mode the frontend, the replicas' direct-ingress
     ports (30000 up) and the fallback proxy (8500) all stay on that host. But Ray 2.60's HAProxy config binds
     its stats page (8404: every backend, replica address and counter) and its Prometheus exporter (9101) on all
-    interfaces, with no setting to hold them to loopback. A loopback bind without auth promises nothing beyond
-    127.0.0.1, so HAProxy is refused there, and "auto" keeps the Python proxy on every loopback bind.
+    interfaces, with no setting to hold them to loopback.
     """
-    if requested == "auto":
-        return "python" if is_loopback(host) else "haproxy"
-    if requested == "haproxy" and is_loopback(host) and not auth:
+    if ingress == "haproxy" and is_loopback(host) and not auth:
         raise ValueError(
             "refusing --ingress haproxy on a loopback bind without auth: Ray 2.60's HAProxy serves its stats page "
             "(port 8404) and metrics (port 9101) on all interfaces. Create a key first (`relay keys create --user "
-            "NAME --admin`), or keep the Python proxy (--ingress python, the default here)."
+            "NAME --admin`), or keep the Python proxy (--ingress python, the default)."
         )
-    return requested
 
 
 def load_serve_config(path: Path, *, host: str | None, port: int | None, data_dir: Path) -> dict[str, Any]:
@@ -117,8 +114,9 @@ def run_serve(args: argparse.Namespace) -> int:
             config_path,
         )
         return 2
+    ingress = args.ingress
     try:
-        ingress = choose_ingress(args.ingress, host, auth=auth)
+        check_ingress(ingress, host, auth=auth)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -27,6 +27,11 @@ class Listener:
     title: str
 
     @property
+    def program(self) -> str:
+        """The file name of what runs (``haproxy``), or a Ray worker's title (``ray::ProxyActor``)."""
+        return os.path.basename(self.title)
+
+    @property
     def loopback(self) -> bool:
         return ipaddress.ip_address(self.address).is_loopback
 

@@ -71,7 +71,7 @@ def _port_taken(port: int) -> bool:
 
 def test_dev_serve_answers_on_loopback_only_and_ctrl_c_stops_everything_in_one_line(tmp_path: Path) -> None:
     """The embedded default (loopback, no auth): no socket of its process tree beyond loopback serves Relay's app,
-    and no HAProxy runs (its stats and metrics ports would be on all interfaces, relay.cli.serve.choose_ingress).
+    and no HAProxy runs (its stats and metrics ports would be on all interfaces, relay.cli.serve.check_ingress).
     Then Ctrl-C as a terminal does it: SIGINT to the whole foreground process group. A clean stop exits 0
     (stopping is how a server ends), prints "Relay stopped." and no traceback or Ray shutdown noise, and frees
     the port. One test, so that the suite starts this second cluster once."""
@@ -96,7 +96,7 @@ def test_dev_serve_answers_on_loopback_only_and_ctrl_c_stops_everything_in_one_l
         found = listeners(server.pid)
         relay_app = [item for item in found if serving_relay(item)]
         assert [(item.address, item.port) for item in relay_app] == [("127.0.0.1", port)], found
-        assert not any("haproxy" in item.title for item in found), found
+        assert not any(item.program == "haproxy" for item in found), found
         os.killpg(server.pid, signal.SIGINT)
         output, _ = server.communicate(timeout=120)
     finally:

@@ -3,7 +3,11 @@
 Its own cluster, started as a user starts it (a subprocess, auth on, loopback), beside the session's: HAProxy
 mode is chosen when Ray starts, so it cannot share the session's cluster. What the Python proxy gives and
 Relay relies on must hold through HAProxy too: exact streamed text, the WebSocket, the request id round
-trip, a dropped client cancelling its run, auth, readiness, and the bind (relay.cli.serve.choose_ingress).
+trip, a dropped client cancelling its run, auth, readiness, and the bind (relay.cli.serve.check_ingress).
+
+Not tested, because it does not hold: a client leaving a *silent* stream (no bytes flowing, e.g. a model
+thinking, a tool running) is missed about one time in three: HAProxy notices the close reliably only when it
+next writes to the client (benchmarks/README.md, "Lever 1"). That is why the Python proxy stays the default.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ def test_relays_app_answers_on_loopback_only(served: Served) -> None:
     assert relay_app and all(item.address == "127.0.0.1" for item in relay_app), found
     ports = {item.port for item in relay_app}
     assert int(served.url.rsplit(":", 1)[1]) in ports and ports & set(REPLICA_PORTS), found
-    public = {item.port for item in found if "haproxy" in item.title and not item.loopback}
+    public = {item.port for item in found if item.program == "haproxy" and not item.loopback}
     assert public == HAPROXY_PUBLIC_PORTS, found
 
 
@@ -148,8 +152,9 @@ async def test_a_websocket_streams_and_cancels(served: Served) -> None:
     assert finished == {"slow": "cancelled", "fast": "stop"} and text["fast"] == "over the socket"
 
 
-async def test_a_dropped_client_cancels_its_run(http: httpx.AsyncClient) -> None:
-    body = user("a b c d e f", provider_options={"fault": "hang", "fault_after": 2}, stream_format="ndjson")
+async def test_a_dropped_client_cancels_its_flowing_run(http: httpx.AsyncClient) -> None:
+    """Tokens still flowing: HAProxy's next write to the gone client fails, and it closes the replica's side."""
+    body = user(" ".join(["w"] * 200), provider_options={"tokens_per_s": 4}, stream_format="ndjson")
     async with http.stream("POST", "/api/streaming/chat", json=body) as response:
         sid = response.headers["x-session-id"]
         lines = response.aiter_lines()
@@ -161,5 +166,5 @@ async def test_a_dropped_client_cancels_its_run(http: httpx.AsyncClient) -> None
     )
     assert follow.json()["content"] == "after"
     cancelled, completed = (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]
-    assert cancelled["status"] == "cancelled" and cancelled["output"] == "a b "
-    assert completed["status"] == "completed"
+    assert cancelled["status"] == "cancelled" and cancelled["output"].startswith("w ")
+    assert len(cancelled["output"].split()) < 200 and completed["status"] == "completed"
