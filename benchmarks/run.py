@@ -1,9 +1,11 @@
 """Throughput against the fake upstream direct, through Relay and through LiteLLM, in one run.
 
     .venv/bin/python -m benchmarks.run [--concurrency 1,32,128] [--rounds 3] [--litellm [--litellm-workers 1,2]]
+    .venv/bin/python -m benchmarks.run --ingress python,haproxy [--tokens 1]   # Serve's two ingresses side by side
 
 Starts the fake upstream (``benchmarks.fake_upstream``) and Relay (``.venv/bin/relay serve`` on a
-free port with a temporary data dir, unless ``--relay-url`` names a running one), registers the
+free port with a temporary data dir, unless ``--relay-url`` names a running one; with ``--ingress``
+one per Serve ingress, each with an admin key), registers the
 upstream in Relay as provider ``bench`` (POST /api/streaming/providers/register), and with
 ``--litellm`` a pinned LiteLLM proxy from its own venv (``benchmarks/.venv-litellm``, created on
 first use). After a warm-up it measures every target at every concurrency, interleaved so that a
