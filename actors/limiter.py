@@ -104,8 +104,8 @@ class RemoteUserLimits:
         return self._actor
 
     async def acquire(self, user_id: str) -> Decision:
-        if not self.settings.enforced:
-            return Decision("")  # no per-user limits: no actor, no call
+        if not self.settings.applies_to(user_id):
+            return Decision("")  # no limit applies to this user: no actor, no call
         try:
             pending = asyncio.ensure_future(self._handle().acquire.remote(user_id))
         except Exception as exc:

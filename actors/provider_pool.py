@@ -13,7 +13,6 @@ from relay.config import ProviderConfig
 from relay.logs import configure_logging, set_request_id
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
-from relay.providers.telemetry import observe
 from relay.request import ChatRequest
 from relay.types import Batches
 
@@ -26,11 +25,11 @@ __all__ = ["ProviderPool"]
 class ProviderPool:
     def __init__(self, config: ProviderConfig, coalesce_base_s: float, coalesce_per_window: float):
         configure_logging([config.resolve_key()])
-        self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window))
+        self.runtime = ProviderRuntime(config, LoadGauge(coalesce_base_s, coalesce_per_window), metrics=pool_metrics())
 
     async def stream(self, request: ChatRequest) -> Batches:
         set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
-        async for batch in observe(self.runtime.stream(request), self.runtime.config.provider_id, pool_metrics()):
+        async for batch in self.runtime.stream(request):
             yield batch
 
     async def health(self) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from relay.logs import configure_logging, set_request_id
 from relay.providers.catalog import ProviderCatalog
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
-from relay.providers.telemetry import observe
 from relay.request import ChatRequest
 from relay.store import open_store
 from relay.types import Batches
@@ -109,7 +108,7 @@ class SharedPool:
         if config is None or config.is_dedicated:
             raise NotFound(f"Unknown provider '{provider_id}'", param="provider_id", code="provider_not_found")
         configure_logging([config.resolve_key()])  # only adds its key to what the logs redact
-        return _Held(ProviderRuntime(config, LoadGauge(*self.coalesce)))
+        return _Held(ProviderRuntime(config, LoadGauge(*self.coalesce), metrics=pool_metrics()))
 
     async def _held(self) -> _Held:
         return await self._runtime(serve.get_multiplexed_model_id())  # type: ignore[no-any-return]
@@ -125,7 +124,7 @@ class SharedPool:
             )
         held.streams += 1
         try:
-            async for batch in observe(held.runtime.stream(request), request.provider, pool_metrics()):
+            async for batch in held.runtime.stream(request):
                 yield batch
         finally:
             held.release()

@@ -116,6 +116,12 @@ class BudgetSettings(BaseModel):
     warn_at: float = Field(default=0.8, gt=0, le=1)
 
 
+def _limits(limits: UserLimits) -> bool:
+    """Whether a rate or stream limit is set here (a budget is not one: it goes through the budget ledger)."""
+    rates = (limits.requests_per_min, limits.tokens_per_min, limits.concurrent_streams)
+    return any(limit is not None for limit in rates)
+
+
 class LimitSettings(UserLimits):
     """Defaults for every user, ``users`` overrides per user id, and the caps on a single request."""
 
@@ -141,8 +147,14 @@ class LimitSettings(UserLimits):
     @property
     def enforced(self) -> bool:
         """Whether any per-user limit is set: with none, the cluster's limiter is never asked."""
-        limits = (self.requests_per_min, self.tokens_per_min, self.concurrent_streams)
-        return bool(self.users) or any(limit is not None for limit in limits)
+        return bool(self.users) or _limits(self)
+
+    def applies_to(self, user_id: str) -> bool:
+        """Whether a rate or stream limit applies to this user: a turn of a user under none skips the limiter's call."""
+        if _limits(self):
+            return True
+        override = self.users.get(user_id)
+        return override is not None and _limits(override)
 
     @property
     def lease_ttl_s(self) -> float:

@@ -126,12 +126,14 @@ def run_serve(args: argparse.Namespace) -> int:
         config.setdefault("logging_config", QUIET_SERVE_LOGGING)  # a logging_config in the file wins
         os.environ.setdefault(LOG_LEVEL_ENV, "WARNING")  # Relay's own lines in every Ray process
     try:
-        return _serve_until_stopped(config, host, port, ingress, verbose=args.verbose)
+        return _serve_until_stopped(config, host, port, ingress, verbose=args.verbose, dashboard=args.dashboard)
     except KeyboardInterrupt:
         return 0
 
 
-def _serve_until_stopped(config: dict[str, Any], host: str, port: int, ingress: str, *, verbose: bool) -> int:
+def _serve_until_stopped(
+    config: dict[str, Any], host: str, port: int, ingress: str, *, verbose: bool, dashboard: bool
+) -> int:
     from actors.deploy import DeployFailed, apply_ray_env, deploy_config
 
     apply_ray_env()  # before ray.init: the local cluster's processes inherit it
@@ -145,7 +147,7 @@ def _serve_until_stopped(config: dict[str, Any], host: str, port: int, ingress: 
     ray.init(
         address=address,
         namespace="serve",
-        include_dashboard=False,
+        include_dashboard=dashboard,  # a chat runtime needs none of its UI; its port stays on 127.0.0.1 when on
         logging_level=level,
     )
     logging.getLogger("ray.serve").setLevel(level)  # the driver's "Started Serve", "Deploying app" lines

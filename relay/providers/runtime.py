@@ -22,6 +22,7 @@ from relay.providers.coalesce import LoadGauge, coalesce
 from relay.providers.features import check_features
 from relay.providers.resilience import CircuitBreaker, RetryPolicy, retrying
 from relay.providers.structured import output_schema, validated
+from relay.providers.telemetry import NO_METRICS, MetricsSink, log_stream
 from relay.request import ChatRequest
 from relay.types import Batches
 
@@ -33,10 +34,16 @@ TTFT_EWMA_ALPHA = 0.2
 
 class ProviderRuntime:
     def __init__(
-        self, config: ProviderConfig, gauge: LoadGauge, *, http_client: httpx2.AsyncClient | None = None
+        self,
+        config: ProviderConfig,
+        gauge: LoadGauge,
+        *,
+        http_client: httpx2.AsyncClient | None = None,
+        metrics: MetricsSink = NO_METRICS,
     ) -> None:
         self.config = config
         self.gauge = gauge
+        self.metrics = metrics
         self.policy = RetryPolicy(config.max_retries, config.retry_base_s, config.retry_max_s)
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset_s)
         self.counters = {"requests": 0, "completed": 0, "errors": 0, "ttft_ms_total": 0.0, "duration_ms_total": 0.0}
@@ -65,33 +72,55 @@ class ProviderRuntime:
         return self._measured(validated(stream, schema) if schema is not None else stream)
 
     async def _measured(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        counters = self.counters
+        """The one pass over a stream's events that feeds routing (in flight, TTFT average) and the metrics sink.
+
+        It reads the upstream's events as they arrive, before coalescing: the first-token time is the upstream's,
+        taken once, and every token is walked once here, not once for the counters and again for telemetry.
+        """
+        counters, metrics, provider = self.counters, self.metrics, self.config.provider_id
         counters["requests"] += 1
         self.in_flight += 1
+        metrics.started(provider)
         started = time.perf_counter()
-        first = True
-        failed = False  # an error event (an invalid structured output) ends the stream without raising
+        ttft: float | None = None
+        input_tokens = output_tokens = 0
+        error: str | None = None  # an error event (an invalid structured output) ends the stream without raising
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if first and event["type"] != "status":
-                        ttft_ms = (time.perf_counter() - started) * 1000
-                        counters["ttft_ms_total"] += ttft_ms
-                        ewma = self.ttft_ewma_ms
-                        self.ttft_ewma_ms = ttft_ms if ewma is None else ewma + TTFT_EWMA_ALPHA * (ttft_ms - ewma)
-                        first = False
-                    failed = failed or event["type"] == "error"
+                    kind = event["type"]
+                    if kind == "usage":
+                        input_tokens += int(event.get("input_tokens") or 0)
+                        output_tokens += int(event.get("output_tokens") or 0)
+                    elif kind == "error":
+                        error = str(event.get("error_type") or "api_error")
+                    if ttft is None and kind != "status":
+                        ttft = time.perf_counter() - started
+                        self._first_token(ttft)
                     yield event
-        except RelayError:
-            counters["errors"] += 1
+        except RelayError as exc:
+            error = exc.error_type
             raise
         finally:
             self.in_flight -= 1
-        if failed:
-            counters["errors"] += 1
-            return
-        counters["completed"] += 1
-        counters["duration_ms_total"] += (time.perf_counter() - started) * 1000
+            duration = time.perf_counter() - started
+            if input_tokens or output_tokens:
+                metrics.tokens(provider, input_tokens, output_tokens)
+            if error is not None:
+                counters["errors"] += 1
+                metrics.failed(provider, error)
+            metrics.ended(provider)
+            log_stream(provider, ttft, duration, (input_tokens, output_tokens), error)
+        if error is None:
+            counters["completed"] += 1
+            counters["duration_ms_total"] += duration * 1000
+
+    def _first_token(self, ttft_s: float) -> None:
+        ttft_ms = ttft_s * 1000
+        self.counters["ttft_ms_total"] += ttft_ms
+        ewma = self.ttft_ewma_ms
+        self.ttft_ewma_ms = ttft_ms if ewma is None else ewma + TTFT_EWMA_ALPHA * (ttft_ms - ewma)
+        self.metrics.first_token(self.config.provider_id, ttft_s)
 
     def stats(self) -> dict[str, Any]:
         """Request, error and latency counters of this replica (``/api/stats``)."""

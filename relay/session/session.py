@@ -206,16 +206,17 @@ class Session:
             async with contextlib.aclosing(steps.batches()) as batches:
                 async for target, batch in batches:
                     served = target
-                    reply.extend(batch)
-                    for event in batch:
-                        if event["type"] == "usage":  # one per model call, priced at the target that served it
+                    for event in batch:  # one walk per token: the reply, the run's cost and its first token
+                        reply.add(event)
+                        kind = event["type"]
+                        if kind == "usage":  # one per model call, priced at the target that served it
                             self._charge(cost.add_usage(self.prices, target.provider, target.model, event))
+                        if ttft is None and kind not in ("status", "finish"):
+                            ttft = time.monotonic() - started
                     if batch[-1]["type"] == "finish":  # the session sends the run's own, with its id and metrics
                         batch = [event for event in batch if event["type"] != "finish"]
                         if not batch:
                             continue
-                    if ttft is None and any(event["type"] != "status" for event in batch):
-                        ttft = time.monotonic() - started
                     yield run_log.add(batch)
             status = "completed" if reply.error is None else "failed"
             if status == "completed" and self.context.memory_provider and request.memory and request.store:

@@ -90,6 +90,14 @@ def test_the_limiter_is_asked_only_when_some_user_limit_is_set() -> None:
     assert LimitSettings.model_validate({"users": {"batch": {"concurrent_streams": 2}}}).enforced
 
 
+def test_a_user_under_no_limit_skips_the_limiter_though_others_have_one() -> None:
+    only_batch = LimitSettings.model_validate({"users": {"batch": {"concurrent_streams": 2}, "ann": {}}})
+    assert only_batch.applies_to("batch")
+    assert not only_batch.applies_to("ann") and not only_batch.applies_to("bob")
+    everyone = LimitSettings(requests_per_min=60)
+    assert everyone.applies_to("bob") and everyone.applies_to("batch")
+
+
 def test_size_caps_are_413s_naming_the_field() -> None:
     settings = LimitSettings(max_messages=2, max_session_messages=10)
     three = [{"role": "user", "content": "x"}] * 3

@@ -10,7 +10,6 @@ from relay.config import ProviderConfig
 from relay.errors import RelayError
 from relay.providers.coalesce import LoadGauge
 from relay.providers.runtime import ProviderRuntime
-from relay.providers.telemetry import observe
 from relay.request import ChatRequest
 
 
@@ -37,14 +36,16 @@ class Recorded:
         self.calls.append(("ended", provider))
 
 
-def echo() -> ProviderRuntime:
-    return ProviderRuntime(ProviderConfig(provider_id="echo", provider_type="echo", model="echo"), LoadGauge())
+def echo(sink: Recorded) -> ProviderRuntime:
+    config = ProviderConfig(provider_id="echo", provider_type="echo", model="echo")
+    return ProviderRuntime(config, LoadGauge(), metrics=sink)
 
 
 async def test_a_stream_reports_start_first_token_tokens_and_end() -> None:
     sink = Recorded()
     request = ChatRequest(provider="echo", messages=[{"role": "user", "content": "three little words"}])
-    batches = [batch async for batch in observe(echo().stream(request), "echo", sink)]
+    runtime = echo(sink)
+    batches = [batch async for batch in runtime.stream(request)]
     assert "".join(e["content"] for b in batches for e in b if e["type"] == "text-delta") == "three little words"
     usage = next(e for b in batches for e in b if e["type"] == "usage")
     assert sink.calls == [
@@ -53,6 +54,10 @@ async def test_a_stream_reports_start_first_token_tokens_and_end() -> None:
         ("tokens", "echo", usage["input_tokens"], usage["output_tokens"]),
         ("ended", "echo"),
     ]
+    # the same pass keeps the routing counters
+    stats = runtime.stats()
+    assert (stats["requests"], stats["completed"], stats["errors"], stats["in_flight"]) == (1, 1, 0, 0)
+    assert stats["ttft_ewma_ms"] is not None
 
 
 async def test_a_failed_stream_reports_its_error_type() -> None:
@@ -62,7 +67,10 @@ async def test_a_failed_stream_reports_its_error_type() -> None:
         messages=[{"role": "user", "content": "x"}],
         provider_options={"fault": "rate_limit"},
     )
+    runtime = echo(sink)
     with pytest.raises(RelayError) as raised:
-        async for _ in observe(echo().stream(request), "echo", sink):
+        async for _ in runtime.stream(request):
             pass
     assert ("failed", "echo", raised.value.error_type) in sink.calls and sink.calls[-1] == ("ended", "echo")
+    stats = runtime.stats()
+    assert (stats["requests"], stats["completed"], stats["errors"], stats["in_flight"]) == (1, 0, 1, 0)

@@ -70,3 +70,19 @@ async def test_a_run_on_the_cluster_records_its_cost_and_spend_sums_it(relay: Re
             "tokens": {"input": 2, "cached_input": 0, "cache_write": 0, "output": 2, "reasoning": 0},
         }
     ]
+
+
+async def test_a_user_under_no_limit_never_calls_the_limiter_actor(relay: Relay) -> None:
+    name = f"relay-limiter-some-{uuid.uuid4().hex[:8]}"
+    settings = LimitSettings.model_validate({"users": {"batch": {"concurrent_streams": 1}}, "limiter_timeout_s": 60})
+    client = RemoteUserLimits(settings, name)
+    assert (await client.acquire("ann")).lease == ""  # let through without a call: no actor was even looked up
+    assert client._actor is None
+    with pytest.raises(ValueError):
+        ray.get_actor(name)
+    lease = (await client.acquire("batch")).raise_if_refused()
+    assert lease and client._actor is not None
+    assert (await client.acquire("batch")).lease is None  # the limit that applies is held by the actor
+    client.release(lease, 0)
+    with contextlib.suppress(Exception):
+        ray.kill(ray.get_actor(name))
