@@ -16,8 +16,10 @@ __all__ = ["RAY_ENV", "DeployFailed", "apply_ray_env", "deploy_config"]
 # message), gRPC between handles and replicas, GC frozen after start-up. Measured in benchmarks/README.md ("what
 # each lever bought"). Three of its parts stay off: direct ingress (the proxy keeps the one port, its WebSockets
 # and the loopback bind), and the buffered, stderr-less logs (Relay's JSON log lines leave at once, as
-# operations expect). The GCS keeps the last 2,000 task records for the state API, not Ray's default 100,000:
-# with the default it grew ~10 MiB/min under a 30-minute soak, flat with 2,000 (benchmarks/README.md).
+# operations expect). HAProxy mode (which forces direct ingress on) is `relay serve --ingress haproxy`, not a
+# default: a client leaving a silent stream is missed through it ("Lever 1: the HAProxy ingress"). The GCS
+# keeps the last 2,000 task records for the state API, not Ray's default 100,000: with the default it grew
+# ~10 MiB/min under a 30-minute soak, flat with 2,000 (benchmarks/README.md).
 # Every Ray process reads these at start or import, so they must be set before Ray starts.
 RAY_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",

@@ -26,6 +26,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("gateway CPU %", "gateway_cpu"),
     ("session actors CPU %", "actors_cpu"),
     ("upstream CPU %", "upstream_cpu"),
+    ("gateway CPU ms/stream", "gateway_cpu_ms_per_stream"),
 ]
 
 

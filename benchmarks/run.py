@@ -1,9 +1,11 @@
 """Throughput against the fake upstream direct, through Relay and through LiteLLM, in one run.
 
     .venv/bin/python -m benchmarks.run [--concurrency 1,32,128] [--rounds 3] [--litellm [--litellm-workers 1,2]]
+    .venv/bin/python -m benchmarks.run --ingress python,haproxy [--tokens 1]   # Serve's two ingresses side by side
 
 Starts the fake upstream (``benchmarks.fake_upstream``) and Relay (``.venv/bin/relay serve`` on a
-free port with a temporary data dir, unless ``--relay-url`` names a running one), registers the
+free port with a temporary data dir, unless ``--relay-url`` names a running one; with ``--ingress``
+one per Serve ingress, each with an admin key), registers the
 upstream in Relay as provider ``bench`` (POST /api/streaming/providers/register), and with
 ``--litellm`` a pinned LiteLLM proxy from its own venv (``benchmarks/.venv-litellm``, created on
 first use). After a warm-up it measures every target at every concurrency, interleaved so that a
@@ -124,19 +126,28 @@ class Processes:
         self.running.clear()
 
 
-def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace) -> Target:
+def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace, ingress: str | None = None) -> Target:
+    """Relay as a target; with ``ingress`` (``--ingress``), one ``relay serve --ingress INGRESS`` of its own."""
     headers = {"Authorization": f"Bearer {args.relay_key}"} if args.relay_key else {}
     cpu_root = None
+    name = f"relay {ingress}" if ingress else "relay"
     if args.relay_url:
         url = args.relay_url.rstrip("/")
     else:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         relay = str(ROOT / ".venv" / "bin" / "relay")
-        argv = [relay, "serve", "--port", str(port), "--data-dir", str(procs.workdir / "relay-data")]
+        data_dir = procs.workdir / ("relay-data" if ingress is None else f"relay-data-{ingress}")
+        argv = [relay, "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        if ingress is not None:
+            # Every mode with auth on, so that HAProxy may serve a loopback bind (relay.cli.serve.check_ingress)
+            # and both pay the same key check.
+            headers = {"Authorization": f"Bearer {create_admin_key(data_dir)}"}
+            argv += ["--ingress", ingress]
         log(f"starting Relay: {' '.join(argv)}")
-        cpu_root = procs.start("relay", argv, stop_with=signal.SIGINT)
-        procs.wait_http("relay", f"{url}/healthz", within_s=300)
+        process = name.replace(" ", "-")
+        cpu_root = procs.start(process, argv, stop_with=signal.SIGINT)
+        procs.wait_http(process, f"{url}/healthz", within_s=300)
     provider = {
         "provider_id": args.relay_model,
         "provider_type": "openai_compatible",
@@ -161,9 +172,20 @@ def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace) -
     log(f"Relay at {url}, providers {[entry['provider_id'] for entry in registered]} -> {upstream_url}")
     # A Relay we did not start: every session actor on this machine counts, whoever's.
     actors = partial(_actors_in, cpu_root) if cpu_root is not None else partial(sample_titled, ACTOR_TITLE)
-    return Target(
-        "relay", f"{url}/v1/chat/completions", args.relay_model, headers, cpu_root, actors, f"{url}/api/stats"
+    return Target(name, f"{url}/v1/chat/completions", args.relay_model, headers, cpu_root, actors, f"{url}/api/stats")
+
+
+def create_admin_key(data_dir: Path) -> str:
+    """An admin key in the store ``relay serve --data-dir data_dir`` will open: auth on from its first request."""
+    relay = str(ROOT / ".venv" / "bin" / "relay")
+    done = subprocess.run(
+        [relay, "keys", "create", "--user", "bench", "--admin", "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    return done.stdout.strip()
 
 
 def _actors_in(root: int) -> CpuSample:
@@ -231,6 +253,9 @@ def measure(
     row["actors_cpu"] = round(sum(used["actors"].values()), 1) if "actors" in used else None
     row["upstream_cpu"] = round(sum(used["upstream"].values()), 1)
     row["client_cpu"] = round(100 * (time.process_time() - client_start) / wall, 1)  # this process: the load
+    # With 1-token replies (--tokens 1) this is the fixed CPU cost of a stream across the gateway's processes.
+    if row["gateway_cpu"] is not None and report.streams:
+        row["gateway_cpu_ms_per_stream"] = round(row["gateway_cpu"] * wall * 10 / report.streams, 1)
     row["gateway_cpu_by_process"] = used.get("gateway")
     for reason in report.error_samples:
         log(f"  {target.name} C={concurrency}: {reason}")
@@ -300,8 +325,9 @@ def running_targets(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[i
         targets = [Target("direct", f"{upstream_url}/v1/chat/completions", "fake")]
         if args.litellm:
             targets += [start_litellm(procs, upstream_url, workers) for workers in args.litellm_workers]
-        relay = start_relay(procs, upstream_url, args)
-        targets.append(relay)
+        relays = [start_relay(procs, upstream_url, args, ingress) for ingress in args.ingress or [None]]
+        targets += relays
+        relay = relays[0]
         if args.dedicated:  # the same Relay and upstream, the provider on a dedicated pool
             targets.append(replace(relay, name="relay dedicated", model=f"{args.relay_model}_dedicated"))
         if args.responses:  # the same Relay, the Responses wire: its encoder against the chunk encoder, side by side
@@ -362,6 +388,13 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _ingresses(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values or not set(values) <= {"python", "haproxy"} or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError("a comma-separated list of python, haproxy")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--concurrency", type=_ints, default=[1, 32, 128], help="e.g. 1,32,128")
@@ -379,10 +412,18 @@ def main(argv: list[str] | None = None) -> int:
         "--dedicated", action="store_true", help="also register the upstream on a dedicated pool and stream through it"
     )
     parser.add_argument("--litellm-workers", type=_ints, default=[1], help="e.g. 1,2: one proxy per count")
+    parser.add_argument(
+        "--ingress",
+        type=_ingresses,
+        default=None,
+        help="e.g. python,haproxy: one Relay per Serve ingress, each with an admin key (default: one, relay serve's)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.tokens < 1:
         parser.error("--rounds and --tokens must be at least 1")
+    if args.ingress and args.relay_url:
+        parser.error("--ingress starts its own Relays; it does not go with --relay-url")
     rows = run(args)
     return 1 if any(row["errors"] for row in rows) else 0
 

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     from relay.cli.connection import add_connection_options
     from relay.cli.eval import add_eval_parser, run_eval
     from relay.cli.keys import add_keys_parser, run_keys
-    from relay.cli.serve import run_serve
+    from relay.cli.serve import INGRESS_CHOICES, run_serve
     from relay.cli.spend import add_spend_parser, run_spend
     from relay.cli.status import run_status
     from relay.logs import configure_cli_logging
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", default=os.environ.get("RELAY_DATA_DIR", ".relay"), help="where SQLite lives")
     serve.add_argument(
         "--dashboard", action="store_true", help="also start Ray's dashboard UI on 127.0.0.1:8265 (off: ~0.2 GB less)"
+    )
+    serve.add_argument(
+        "--ingress",
+        choices=INGRESS_CHOICES,
+        default="python",
+        help="Serve's HTTP ingress: its Python proxy (default), or HAProxy (needs auth on a loopback bind)",
     )
     chat = commands.add_parser("chat", help="a streaming terminal chat that keeps its session", parents=[common])
     chat.add_argument("--provider", default=None)

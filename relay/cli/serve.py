@@ -24,7 +24,7 @@ import yaml
 
 from relay.logs import LOG_LEVEL_ENV
 
-__all__ = ["QUIET_SERVE_LOGGING", "is_loopback", "load_serve_config", "run_serve"]
+__all__ = ["INGRESS_CHOICES", "QUIET_SERVE_LOGGING", "check_ingress", "is_loopback", "load_serve_config", "run_serve"]
 
 log = logging.getLogger("relay")
 
@@ -40,6 +40,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Serve's HTTP ingress: its Python proxy, or HAProxy in front of the ingress replicas' own HTTP ports (Ray's
+# direct ingress). The proxy stays the default: through HAProxy a client that leaves a silent stream is missed
+# about one time in three, so its run is not cancelled (benchmarks/README.md, "Lever 1: the HAProxy ingress").
+INGRESS_CHOICES = ("python", "haproxy")
+
+
+def check_ingress(ingress: str, host: str, *, auth: bool) -> None:
+    """ValueError when HAProxy would publish ports that a loopback bind without auth promises not to.
+
+    Relay passes its host to Serve explicitly, so in HAProxy mode the frontend, the replicas' direct-ingress
+    ports (30000 up) and the fallback proxy (8500) all stay on that host. But Ray 2.60's HAProxy config binds
+    its stats page (8404: every backend, replica address and counter) and its Prometheus exporter (9101) on all
+    interfaces, with no setting to hold them to loopback.
+    """
+    if ingress == "haproxy" and is_loopback(host) and not auth:
+        raise ValueError(
+            "refusing --ingress haproxy on a loopback bind without auth: Ray 2.60's HAProxy serves its stats page "
+            "(port 8404) and metrics (port 9101) on all interfaces. Create a key first (`relay keys create --user "
+            "NAME --admin`), or keep the Python proxy (--ingress python, the default)."
+        )
 
 
 def load_serve_config(path: Path, *, host: str | None, port: int | None, data_dir: Path) -> dict[str, Any]:
@@ -80,7 +102,8 @@ def run_serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     host, port = config["http_options"]["host"], config["http_options"]["port"]
-    if not is_loopback(host) and not _auth_configured(config):
+    auth = _auth_configured(config)
+    if not is_loopback(host) and not auth:
         log.error(
             "refusing to bind %s: auth is not configured, so anyone who can reach this address could chat as any "
             "user and use your provider keys. Create a key first: `relay keys create --user NAME --admin "
@@ -91,16 +114,26 @@ def run_serve(args: argparse.Namespace) -> int:
             config_path,
         )
         return 2
+    ingress = args.ingress
+    try:
+        check_ingress(ingress, host, auth=auth)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    # Read by every Ray process at import (serve/_private/constants.py): set before this process starts Ray.
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if ingress == "haproxy" else "0"
     if not args.verbose:
         config.setdefault("logging_config", QUIET_SERVE_LOGGING)  # a logging_config in the file wins
         os.environ.setdefault(LOG_LEVEL_ENV, "WARNING")  # Relay's own lines in every Ray process
     try:
-        return _serve_until_stopped(config, host, port, verbose=args.verbose, dashboard=args.dashboard)
+        return _serve_until_stopped(config, host, port, ingress, verbose=args.verbose, dashboard=args.dashboard)
     except KeyboardInterrupt:
         return 0
 
 
-def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbose: bool, dashboard: bool) -> int:
+def _serve_until_stopped(
+    config: dict[str, Any], host: str, port: int, ingress: str, *, verbose: bool, dashboard: bool
+) -> int:
     from actors.deploy import DeployFailed, apply_ray_env, deploy_config
 
     apply_ray_env()  # before ray.init: the local cluster's processes inherit it
@@ -130,7 +163,7 @@ def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbos
             return 1
         # /readyz answers without a key, so this works with auth on too
         ready = httpx.get(f"http://{host}:{port}/readyz", timeout=30).json()
-        _print_banner(host, port, ready["pools"], config["applications"][0]["args"].get("store_url"))
+        _print_banner(host, port, ingress, ready["pools"], config["applications"][0]["args"].get("store_url"))
         # Sleep in short steps: a signal may land on one of Ray's threads, and only the main thread runs Python's
         # handlers, at its next bytecode.
         while True:
@@ -148,10 +181,11 @@ def _serve_until_stopped(config: dict[str, Any], host: str, port: int, *, verbos
         print("Relay stopped.", file=sys.stderr)
 
 
-def _print_banner(host: str, port: int, pools: list[dict[str, Any]], store_url: str | None) -> None:
+def _print_banner(host: str, port: int, ingress: str, pools: list[dict[str, Any]], store_url: str | None) -> None:
     providers = ", ".join(f"{p['provider_id']} ({p['replicas']} replica, {p['status']})" for p in pools)
     print(
-        f"Relay is listening on http://{host}:{port}\n  providers: {providers}\n  store: {store_url}\n"
+        f"Relay is listening on http://{host}:{port} ({ingress} ingress)\n  providers: {providers}\n"
+        f"  store: {store_url}\n"
         "  press Ctrl-C to stop",
         file=sys.stderr,
         flush=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
-from relay.cli.serve import is_loopback, load_serve_config
+from relay.cli.serve import check_ingress, is_loopback, load_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +31,19 @@ def test_serve_refuses_a_public_bind_without_auth(tmp_path: Path, caplog: pytest
     code = main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
     assert code == 2
     assert "refusing to bind 0.0.0.0" in caplog.text and "127.0.0.1" in caplog.text
+
+
+def test_haproxy_is_refused_only_on_a_loopback_bind_without_auth() -> None:
+    with pytest.raises(ValueError, match="8404"):
+        check_ingress("haproxy", "127.0.0.1", auth=False)
+    check_ingress("haproxy", "127.0.0.1", auth=True)
+    check_ingress("haproxy", "0.0.0.0", auth=True)
+    check_ingress("python", "127.0.0.1", auth=False)
+
+
+def test_serve_refuses_haproxy_on_the_embedded_default(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    code = main(["serve", "--ingress", "haproxy", "--data-dir", str(tmp_path)])
+    assert code == 2 and "refusing --ingress haproxy" in caplog.text
 
 
 def test_serve_config_overrides_and_absolute_sqlite_path(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Relay
+from tests.integration.listeners import listeners, serving_relay
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,9 +69,12 @@ def _port_taken(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_ctrl_c_on_dev_serve_stops_everything_in_one_line(tmp_path: Path) -> None:
-    """As a terminal does it: SIGINT to the whole foreground process group. A clean stop exits 0 (stopping is how
-    a server ends), prints "Relay stopped." and no traceback or Ray shutdown noise, and frees the port."""
+def test_dev_serve_answers_on_loopback_only_and_ctrl_c_stops_everything_in_one_line(tmp_path: Path) -> None:
+    """The embedded default (loopback, no auth): no socket of its process tree beyond loopback serves Relay's app,
+    and no HAProxy runs (its stats and metrics ports would be on all interfaces, relay.cli.serve.check_ingress).
+    Then Ctrl-C as a terminal does it: SIGINT to the whole foreground process group. A clean stop exits 0
+    (stopping is how a server ends), prints "Relay stopped." and no traceback or Ray shutdown noise, and frees
+    the port. One test, so that the suite starts this second cluster once."""
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a cluster of its own
     server = subprocess.Popen(
@@ -89,6 +93,10 @@ def test_ctrl_c_on_dev_serve_stops_everything_in_one_line(tmp_path: Path) -> Non
             return _answers(f"http://127.0.0.1:{port}/healthz")
 
         wait_until(answers, timeout_s=240, interval_s=0.5, what="relay serve to answer /healthz")
+        found = listeners(server.pid)
+        relay_app = [item for item in found if serving_relay(item)]
+        assert [(item.address, item.port) for item in relay_app] == [("127.0.0.1", port)], found
+        assert not any(item.program == "haproxy" for item in found), found
         os.killpg(server.pid, signal.SIGINT)
         output, _ = server.communicate(timeout=120)
     finally:
