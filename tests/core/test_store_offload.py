@@ -1,0 +1,130 @@
+"""The store off the event loop: a slow statement leaves the loop running, and PostgreSQL connections stay bounded.
+
+Slowness here is real, never a sleep: a statement held on a ``threading.Event``, or a write that waits in
+PostgreSQL for a table lock another connection holds. What the tests watch is read from the database itself
+(``pg_stat_activity``, each store's connections named by ``application_name``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from relay.store import Store, open_store
+from relay.store.postgres import PostgresStore
+from tests.conftest import PG_BASE
+from tests.waiting import await_until, wait_until
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path}/relay.db" if request.param == "sqlite" else request.getfixturevalue("fresh_pg_url")
+    store = open_store(url)
+    yield store
+    store.close()
+
+
+def _backends(application_name: str, waiting_on_a_lock: bool = False) -> int:
+    """This store's connections as PostgreSQL sees them (those blocked on a lock only, if asked)."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    if waiting_on_a_lock:
+        sql += " AND wait_event_type = 'Lock'"
+    with psycopg.connect(PG_BASE, autocommit=True) as db:
+        row = db.execute(sql, (application_name,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@contextmanager
+def memories_locked(url: str) -> Iterator[None]:
+    """Another client holds the memories table: every write to it waits in PostgreSQL until the block ends."""
+    with psycopg.connect(url) as db, db.transaction():
+        db.execute("LOCK TABLE memories IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
+async def test_a_statement_held_off_the_loop_leaves_the_loop_running(store: Store) -> None:
+    store.create_session("ada", "s1")
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_append() -> int:
+        entered.set()
+        assert release.wait(30), "the test never released the statement"
+        return store.append_message("s1", {"role": "user", "content": "late"})
+
+    write = asyncio.create_task(store.offload(slow_append))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    # Both wait on the loop: neither could advance if the held statement were running on it.
+    await await_until(entered.is_set, timeout_s=10, what="the statement to start on a store thread")
+    await await_until(lambda: ticks >= 100, timeout_s=10, what="a coroutine to keep running")
+    assert not write.done()
+    release.set()
+    assert await write >= 1
+    ticker.cancel()
+    assert [m["content"] for m in store.messages("s1")] == ["late"]
+
+
+async def test_a_write_blocked_in_postgres_stalls_neither_the_loop_nor_the_other_connections(
+    fresh_pg_url: str,
+) -> None:
+    name = f"relay-test-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(fresh_pg_url, pool_max=2, application_name=name)
+    try:
+        with memories_locked(fresh_pg_url):
+            write = asyncio.create_task(store.offload(store.add_memories, "ada", ["likes tea"], None))
+            await await_until(
+                lambda: asyncio.to_thread(_backends, name, True),
+                timeout_s=10,
+                what="the write to wait on the table lock",
+                done=lambda waiting: waiting == 1,
+            )
+            # The loop runs and the pool's second connection answers while the first waits in the database.
+            assert await store.offload(store.count_sessions) == 0
+            assert not write.done()
+        assert await write == 1
+        assert [m["content"] for m in store.memories("ada")] == ["likes tea"]
+    finally:
+        store.close()
+
+
+async def test_the_pool_never_opens_more_than_its_max_connections(fresh_pg_url: str) -> None:
+    name = f"relay-test-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(fresh_pg_url, pool_max=3, application_name=name)
+    try:
+        with memories_locked(fresh_pg_url):
+            # Six offloaded writes and four from plain threads (the sync API): ten callers for three connections.
+            writes = [store.offload(store.add_memories, "ada", [f"fact {i}"], None) for i in range(6)]
+            pending = asyncio.gather(*writes)
+            threads = [threading.Thread(target=store.add_memories, args=("bob", [f"fact {i}"], None)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            await await_until(
+                lambda: asyncio.to_thread(_backends, name, True),
+                timeout_s=10,
+                what="three writes to wait on the lock",
+                done=lambda waiting: waiting == 3,
+            )
+            assert await asyncio.to_thread(_backends, name) == 3  # every connection busy, and no fourth opened
+        assert await pending == [1] * 6
+        for thread in threads:
+            thread.join()
+        assert len(store.memories("ada")) == 6 and len(store.memories("bob")) == 4
+        assert wait_until(lambda: _backends(name), timeout_s=5, what="the pool's connections", done=lambda n: n <= 3)
+    finally:
+        store.close()
+    assert wait_until(lambda: _backends(name), timeout_s=10, what="close to end them", done=lambda n: n == 0) == 0
