@@ -193,7 +193,11 @@ class Session:
         branch = request.parent_run_id is not None and request.parent_run_id != self.head
         history = await self._history_for(request)
         if request.store:  # awaited: the user message is durable before the provider is called
-            await self.store.offload(_open_run, self.store, self.session_id, self.user_id, run_id, request)
+            try:
+                await self.store.offload(_open_run, self.store, self.session_id, self.user_id, run_id, request)
+            except asyncio.CancelledError:  # stopped before it began: its row must not stay ``running``
+                await self.store.offload(self.store.finish_run, run_id, status="cancelled", finish_reason="cancelled")
+                raise
             self.history, self.head = history, run_id  # the session moves to the branch this run extends
         history.extend(request.messages)
         run_log = self.live_runs[run_id] = RunLog(run_id)

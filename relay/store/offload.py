@@ -16,10 +16,11 @@ connection another offloaded statement holds). SQLite keeps its one connection
 and its lock, and one thread: more would only queue on that lock, and one keeps
 offloaded statements in the order they were submitted.
 
-A statement, once submitted, runs to its end even if its awaiting task is
-cancelled (``asyncio.shield``): a cancelled run must still record itself as
-``cancelled``, and a write the caller no longer waits for must not be dropped
-from the queue half way through a turn's bookkeeping.
+A cancelled caller behaves as it did around the sync call this replaces: its
+statement, once submitted, runs to its end (``asyncio.shield``: a write must
+not be dropped from the queue half way through a turn's bookkeeping), and the
+caller sees the cancellation only once the statement is done, so whatever it
+writes next (a cancelled run's final row) lands after it, on any thread.
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ class Offload:
     async def offload(self, statement: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``statement(*args, **kwargs)`` on the store's threads, with the caller's context (its request id)."""
         call = functools.partial(contextvars.copy_context().run, statement, *args, **kwargs)
-        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._offload, call))
+        done = asyncio.get_running_loop().run_in_executor(self._offload, call)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait({done})
+            raise
 
     def _stop_offload(self) -> None:
         """Let submitted statements finish, then stop the threads: ``close`` shuts the connection after this."""
