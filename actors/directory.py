@@ -100,18 +100,18 @@ class SessionDirectory:
         self.counters["lookups"] += 1
         new = session_id is None  # created here: its actor has nothing to read back
         if session_id is None:
-            session_id = self.store.create_session(user_id)["session_id"]
+            session_id = (await self.store.offload(self.store.create_session, user_id))["session_id"]
         elif (entry := self.live.get(session_id)) is not None:
             if entry.user_id != user_id:
-                self.store.owned_session(session_id, user_id)
+                await self.store.offload(self.store.owned_session, session_id, user_id)
             entry.last_used = time.monotonic()
             self.live.move_to_end(session_id)
             return session_id, entry.host.actor
-        elif self.store.get_session(session_id) is None:
-            self.store.create_session(user_id, session_id)
+        elif await self.store.offload(self.store.claim_session, session_id, user_id):
             new = True
+        elif (entry := self.live.get(session_id)) is not None:  # activated by another call while the store answered
+            return session_id, entry.host.actor
         else:
-            self.store.owned_session(session_id, user_id)
             self.counters["reactivations"] += 1
         pending = self.activating.get(session_id)
         if pending is not None:

@@ -115,7 +115,7 @@ class RayBackend(StoredSessions):
                     return
                 except ray.exceptions.RayActorError:
                     # The actor (or its node) died mid-run: record what the caller saw, and answer like any failure.
-                    self.store.interrupt_running(session_id, output="".join(seen))
+                    await self.store.offload(self.store.interrupt_running, session_id, output="".join(seen))
                     self.placements.pop(session_id, None)
                     await self.directory.forget.remote(session_id, actor)
                     error = RelayError("the session actor stopped mid-run; send the next message to continue")

@@ -51,13 +51,19 @@ class SessionActor:
         # One per process, shared by its sessions; it reads the pools' counters at most once a second.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=1.0)
 
-    def activate(self, session_id: str, user_id: str, new: bool = False) -> None:
-        """``new``: the directory just created the session, so there is no run to interrupt and no history to read."""
-        if not new:
-            self.store.interrupt_running(session_id)
-        self.sessions[session_id] = Session(
-            self.store, session_id, user_id, self.context, self.balancer, self.prices, spend_metrics().record, new=new
+    async def activate(self, session_id: str, user_id: str, new: bool = False) -> None:
+        """``new``: the directory just created the session, so there is no run to interrupt and no history to read.
+
+        The store's reads and writes are awaited off the loop: the sessions this actor already hosts keep streaming.
+        The directory activates a session once and sends no turn before this returns, so nothing interleaves here.
+        """
+        session = Session(
+            self.store, session_id, user_id, self.context, self.balancer, self.prices, spend_metrics().record
         )
+        if not new:
+            await self.store.offload(self.store.interrupt_running, session_id)
+            await session.restore()
+        self.sessions[session_id] = session
 
     async def chat(self, session_id: str, request: ChatRequest) -> Batches:
         session = self.sessions.get(session_id)

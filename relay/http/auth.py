@@ -102,17 +102,17 @@ class Authenticator:
         self._checked = 0.0
         self._cache: dict[str, tuple[float, Identity | None]] = {}
 
-    def enabled(self) -> bool:
+    async def enabled(self) -> bool:
         """On for good once a key exists: revoking every key must not open the server again."""
         if self._on:
             return True
         now = time.monotonic()
         if now - self._checked >= self.settings.cache_ttl_s:
             self._checked = now
-            self._on = self.store.has_api_keys()
+            self._on = await self.store.offload(self.store.has_api_keys)
         return self._on
 
-    def authenticate(self, key: str) -> Identity | None:
+    async def authenticate(self, key: str) -> Identity | None:
         admin_key = os.environ.get(self.admin_key_env)
         if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
             return Identity("admin", True, self.admin_key_env)
@@ -121,7 +121,7 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self.settings.cache_ttl_s:
             return cached[1]
-        row = self.store.api_key_by_hash(digest)
+        row = await self.store.offload(self.store.api_key_by_hash, digest)
         identity = (
             Identity(row["user_id"], row["is_admin"], row["key_id"], row["budget_usd"], row["budget_period"] or "month")
             if row
@@ -158,11 +158,11 @@ class AuthMiddleware:
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or _public(scope) or not self.authenticator.enabled():
+        if scope["type"] not in ("http", "websocket") or _public(scope) or not await self.authenticator.enabled():
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope)
-        identity = self.authenticator.authenticate(key) if key else None
+        identity = await self.authenticator.authenticate(key) if key else None
         if identity is None:
             method, reason = scope.get("method", "WS"), "an unknown" if key else "no"
             log.info("refused %s %s: %s API key", method, get_route_path(scope), reason)

@@ -131,12 +131,14 @@ class BudgetGuard:
         input_tokens = estimate_input_tokens(request.messages) + history_tokens
         return (input_tokens * price.input + max_tokens * output_rate) / 1_000_000
 
-    def history_tokens(self, session_id: str | None) -> int:
+    async def history_tokens(self, session_id: str | None) -> int:
         """The most a session's stored history adds to a call's input: its estimate, capped by the context budget."""
-        if session_id is None or not self.store.count_messages(session_id):
+        if session_id is None or not await self.store.offload(self.store.count_messages, session_id):
             return 0
         cap = self.context.history_max_tokens
-        return cap if cap is not None else estimate_input_tokens(self.store.messages(session_id))
+        return (
+            cap if cap is not None else estimate_input_tokens(await self.store.offload(self.store.messages, session_id))
+        )
 
     async def admit(
         self, user_id: str, request: ChatRequest, providers: Sequence[ProviderConfig], session_id: str | None
@@ -146,7 +148,7 @@ class BudgetGuard:
         admission = Admission(self, request, self.budgets_for(user_id, request))
         if not admission.budgets:
             return admission
-        worst = self.worst_case(request, self.history_tokens(session_id))
+        worst = self.worst_case(request, await self.history_tokens(session_id))
         named = ", ".join(budget.describe() for budget in admission.budgets)
         if worst is None:
             model = f"{request.provider}/{request.model or ''}".rstrip("/")

@@ -100,10 +100,11 @@ class ConversationRoutes:
         self.store = backend.store
         self.rows = backend.store
 
-    def _owned(self, request: Request) -> dict[str, Any]:
+    async def _owned(self, request: Request) -> dict[str, Any]:
         """The caller's conversation named in the path, or the one 404 for missing, foreign and malformed ids."""
         conversation_id = request.path_params["conversation_id"]
-        session = self.store.get_session(conversation_id) if conversation_id.startswith(_PREFIX) else None
+        is_ours = conversation_id.startswith(_PREFIX)
+        session = await self.store.offload(self.store.get_session, conversation_id) if is_ours else None
         if session is None or session["user_id"] != caller(request):
             raise _Unfound(f"Conversation with id '{conversation_id}' not found.")
         return session
@@ -115,19 +116,19 @@ class ConversationRoutes:
         """
         await self.backend.evict(session_id)  # type: ignore[attr-defined]
 
-    def _item(self, session_id: str, raw_id: str) -> tuple[ItemRef, dict[str, Any]]:
+    async def _item(self, session_id: str, raw_id: str) -> tuple[ItemRef, dict[str, Any]]:
         ref = parse_item_id(raw_id)
-        message = self.rows.message_at(session_id, ref.seq) if ref is not None else None
+        message = await self.rows.offload(self.rows.message_at, session_id, ref.seq) if ref is not None else None
         item = next((item for item in message_items(message) if item["id"] == raw_id), None) if message else None
         if ref is None or item is None:
             raise _Unfound(f"Item with id '{raw_id}' not found.")
         return ref, item
 
-    def _append(self, session_id: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _append(self, session_id: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Store the messages; answer the items the new rows hold, with their new ids."""
         added: list[dict[str, Any]] = []
         for message in messages:
-            seq = self.store.append_message(session_id, message, None)
+            seq = await self.store.offload(self.store.append_message, session_id, message, None)
             added += message_items(message | {"seq": seq})
         return added
 
@@ -136,27 +137,31 @@ class ConversationRoutes:
         metadata = _metadata(body.metadata)
         owner = caller(request)
         messages = items_messages(body.items or [])  # a bad item is a 400 before anything is written
-        session = self.store.create_session(owner, session_id=f"{_PREFIX}{uuid.uuid4().hex}", metadata=metadata)
-        self._append(session["session_id"], messages)
+        session = await self.store.offload(
+            self.store.create_session, owner, session_id=f"{_PREFIX}{uuid.uuid4().hex}", metadata=metadata
+        )
+        await self._append(session["session_id"], messages)
         return JSONResponse(_conversation(session))
 
     async def get(self, request: Request) -> Response:
-        return JSONResponse(_conversation(self._owned(request)))
+        return JSONResponse(_conversation(await self._owned(request)))
 
     async def update(self, request: Request) -> Response:
         body = parse_body(UpdateConversationBody, await read_json(request))
-        session = self._owned(request)
+        session = await self._owned(request)
         metadata = _metadata(body.metadata)
-        updated = self.store.update_session(session["session_id"], session["user_id"], None, metadata=metadata)
+        updated = await self.store.offload(
+            self.store.update_session, session["session_id"], session["user_id"], None, metadata=metadata
+        )
         return JSONResponse(_conversation(updated))
 
     async def delete(self, request: Request) -> Response:
-        session = self._owned(request)
+        session = await self._owned(request)
         await self.backend.delete_session(session["session_id"], session["user_id"])
         return JSONResponse({"id": session["session_id"], "object": "conversation.deleted", "deleted": True})
 
     async def list_items(self, request: Request) -> Response:
-        session = self._owned(request)
+        session = await self._owned(request)
         limit = int_param(request, "limit", 1, 100) or 20
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -170,7 +175,8 @@ class ConversationRoutes:
         # Every row holds at least one item, and only the cursor's own row can be passed over entirely:
         # limit + 2 rows always give limit + 1 items past the cursor when there are that many.
         seq = after.seq if after is not None else None
-        rows = self.rows.message_rows(
+        rows = await self.rows.offload(
+            self.rows.message_rows,
             session["session_id"],
             from_seq=None if descending else seq,
             to_seq=seq if descending else None,
@@ -187,24 +193,26 @@ class ConversationRoutes:
 
     async def add_items(self, request: Request) -> Response:
         body = parse_body(AddItemsBody, await read_json(request))
-        session = self._owned(request)
+        session = await self._owned(request)
         session_id = session["session_id"]
         # An output may answer a call made earlier in the conversation; a bad item is a 400 before the eviction.
-        messages = items_messages(body.items, known_call_ids=call_ids(self.store.messages(session_id)))
+        messages = items_messages(
+            body.items, known_call_ids=call_ids(await self.store.offload(self.store.messages, session_id))
+        )
         await self._evict(session_id)
-        return JSONResponse(_page(self._append(session_id, messages), False))
+        return JSONResponse(_page(await self._append(session_id, messages), False))
 
     async def get_item(self, request: Request) -> Response:
-        session = self._owned(request)
-        return JSONResponse(self._item(session["session_id"], request.path_params["item_id"])[1])
+        session = await self._owned(request)
+        return JSONResponse((await self._item(session["session_id"], request.path_params["item_id"]))[1])
 
     async def delete_item(self, request: Request) -> Response:
-        session = self._owned(request)
+        session = await self._owned(request)
         session_id = session["session_id"]
-        ref, _ = self._item(session_id, request.path_params["item_id"])
+        ref, _ = await self._item(session_id, request.path_params["item_id"])
         await self._evict(session_id)
-        self.rows.delete_message(session_id, ref.seq)
-        return JSONResponse(_conversation(self.store.get_session(session_id) or session))
+        await self.rows.offload(self.rows.delete_message, session_id, ref.seq)
+        return JSONResponse(_conversation(await self.store.offload(self.store.get_session, session_id) or session))
 
 
 def _past(item: dict[str, Any], after: ItemRef, descending: bool) -> bool:

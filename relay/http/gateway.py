@@ -154,7 +154,12 @@ class Gateway:
         """A run within the caller's limits: sizes checked, a stream slot leased, its worst case admitted under its
         budgets (all before the session is touched), its tokens and cost charged when it ends."""
         limits = self.backend.settings.limits
-        stored = self.backend.store.count_messages(session_id) if session_id and limits.max_session_messages else None
+        store = self.backend.store
+        stored = (
+            await store.offload(store.count_messages, session_id)
+            if session_id and limits.max_session_messages
+            else None
+        )
         check_size(limits, request.messages, stored)
         request.request_id = request.request_id or REQUEST_ID.get()
         tracing.carry(request, self.backend.settings.tracing.capture_content)
@@ -241,7 +246,7 @@ class Gateway:
             except NotFound:
                 raise InvalidRequest(f"Unknown fallback provider '{name}'", param=f"fallbacks[{i}]") from None
             chat.fallbacks.append(Target(fallback.provider_id, fallback_model, fallback.pool_app))
-        self.planner.enable_tools(chat, relay_tools, session_id, user_id)
+        await self.planner.enable_tools(chat, relay_tools, session_id, user_id)
         for provider in providers:
             check_features(provider, chat)
         return chat
@@ -282,15 +287,16 @@ class Gateway:
 
     async def run_events(self, run_id: str, user_id: str, cursor: Cursor) -> Batches:
         """A run's events after ``cursor``: the live tail while it streams, else replayed from the store."""
-        run = self.backend.store.get_run(run_id)
-        if run is None or (self.backend.store.get_session(run["session_id"]) or {}).get("user_id") != user_id:
+        store = self.backend.store
+        run = await store.offload(store.get_run, run_id)
+        if run is None or (await store.offload(store.get_session, run["session_id"]) or {}).get("user_id") != user_id:
             raise NotFound(f"Run '{run_id}' not found", param="run_id")
         if run["status"] == "running":
             try:
                 return cursor.skip_seen(await self.backend.tail(run["session_id"], run_id, cursor.event))
             except RunNotLive:
                 pass
-        replay = self.backend.store.run_events(run_id, cursor.event)
+        replay = await store.offload(store.run_events, run_id, cursor.event)
 
         async def once() -> Batches:
             if replay:

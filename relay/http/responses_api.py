@@ -33,7 +33,7 @@ from relay.http.io import caller, error_response, int_param, read_json
 from relay.providers.media import normalize_messages
 from relay.request import ChatRequest
 from relay.session.runlog import Cursor
-from relay.store import new_id
+from relay.store import Store, new_id
 from relay.types import Batches
 from relay.wire.responses import ResponsesEncoder, response_skeleton
 from relay.wire.responses_input import (
@@ -51,7 +51,6 @@ from relay.wire.responses_object import ECHO_FIELDS
 __all__ = ["responses_routes"]
 
 log = logging.getLogger("relay.responses")
-
 
 
 class _Unfound(NotFound):
@@ -72,22 +71,24 @@ def _previous_not_found(response_id: str) -> InvalidRequest:
     )
 
 
-def _output_item(gateway: Gateway, user_id: str, item_id: str) -> dict[str, Any] | None:
+# The helpers below read the store synchronously: the routes run each whole on the store's threads (``offload``).
+
+
+def _output_item(store: Store, user_id: str, item_id: str) -> dict[str, Any] | None:
     """An output item by its id: ``<prefix>_<response hex>_<index>``, read from that response's stored run."""
     _, _, rest = item_id.partition("_")
     hex_id, _, index = rest.rpartition("_")
     if not hex_id or not index.isdigit():
         return None
-    row = gateway.backend.store.get_response(f"resp_{hex_id}", user_id)
+    row = store.get_response(f"resp_{hex_id}", user_id)
     if row is None:
         return None
-    output = _finished(gateway, row)["output"]
+    output = _finished(store, row)["output"]
     return output[int(index)] if int(index) < len(output) else None
 
 
-def _finished(gateway: Gateway, row: dict[str, Any]) -> dict[str, Any]:
+def _finished(store: Store, row: dict[str, Any]) -> dict[str, Any]:
     """The Response object as it stands: a finished run's events encoded again, else the skeleton in progress."""
-    store = gateway.backend.store
     run = store.get_run(row["response_id"])
     skeleton = row["skeleton"]
     if run is None or run["status"] == "running":
@@ -108,15 +109,15 @@ def _encoding(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _chain(gateway: Gateway, row: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
-    """The responses from the first of the chain to ``row``, by ``previous_response_id``."""
+def _earlier_items(store: Store, row: dict[str, Any], user_id: str) -> list[dict[str, Any]]:
+    """What the responses before ``row`` in its chain (by ``previous_response_id``) each sent and answered."""
     chain = [row]
     while chain[-1]["previous_response_id"] and len(chain) < 10_000:
-        parent = gateway.backend.store.get_response(chain[-1]["previous_response_id"], user_id)
+        parent = store.get_response(chain[-1]["previous_response_id"], user_id)
         if parent is None:
             break
         chain.append(parent)
-    return chain[::-1]
+    return [item for earlier in chain[:0:-1] for item in earlier["input_items"] + _finished(store, earlier)["output"]]
 
 
 def responses_routes(gateway: Gateway) -> list[Route]:
@@ -133,20 +134,22 @@ def responses_routes(gateway: Gateway) -> list[Route]:
         session_id: str | None = None
         earlier: list[dict[str, Any]] = []  # the context this response continues
         if parent is not None:
-            parent_row = store.get_response(parent, user_id)
-            if parent_row is None or store.get_run(parent) is None:
+            parent_row = await store.offload(store.get_response, parent, user_id)
+            if parent_row is None or await store.offload(store.get_run, parent) is None:
                 raise _previous_not_found(parent)
             session_id = parent_row["session_id"]
-            earlier = store.chain_messages(session_id, store.run_chain(session_id, parent))
+            chain = await store.offload(store.run_chain, session_id, parent)
+            earlier = await store.offload(store.chain_messages, session_id, chain)
         elif conversation is not None:
-            session = store.get_session(conversation)
+            session = await store.offload(store.get_session, conversation)
             if session is None or session["user_id"] != user_id:
                 raise _Unfound(f"Conversation with id '{conversation}' not found.")
-            session_id, earlier = conversation, store.messages(conversation)
+            session_id, earlier = conversation, await store.offload(store.messages, conversation)
         response_id = new_id("resp")
-        messages = input_messages(
+        messages = await store.offload(  # an item_reference is resolved from the store
+            input_messages,
             body.input,
-            resolve=lambda item_id: _output_item(gateway, user_id, item_id),
+            resolve=lambda item_id: _output_item(store, user_id, item_id),
             known_call_ids=call_ids(earlier),
         )
         if not messages:
@@ -174,12 +177,13 @@ def responses_routes(gateway: Gateway) -> list[Route]:
         )
         created_here = session_id is None
         if session_id is None:
-            session_id = store.create_session(user_id)["session_id"]
+            session_id = (await store.offload(store.create_session, user_id))["session_id"]
         skeleton = _skeleton(body, response_id, body.model or chat.model or chat.provider, conversation, keep)
         server_tools = frozenset(chat.tools.names if chat.tools else ())
         encoding = {"include_encrypted": body.include_encrypted, "server_tools": sorted(server_tools)}
         if keep:  # durable before the first token
-            store.create_response(
+            await store.offload(
+                store.create_response,
                 response_id,
                 session_id,
                 user_id,
@@ -230,11 +234,11 @@ def responses_routes(gateway: Gateway) -> list[Route]:
     async def retrieve(request: Request) -> Response:
         user_id = caller(request)
         response_id = request.path_params["response_id"]
-        row = store.get_response(response_id, user_id)
+        row = await store.offload(store.get_response, response_id, user_id)
         if row is None:
             raise _not_found(response_id)
         if request.query_params.get("stream") not in ("true", "1"):
-            return JSONResponse(_finished(gateway, row))
+            return JSONResponse(await store.offload(_finished, store, row))
         if not row["background"]:
             raise _not_found(response_id)  # only a background response streams again (RESPONSES.md §4)
         after = int_param(request, "starting_after", -1, None)
@@ -251,34 +255,30 @@ def responses_routes(gateway: Gateway) -> list[Route]:
 
     async def delete(request: Request) -> Response:
         response_id = request.path_params["response_id"]
-        if not store.delete_response(response_id, caller(request)):
+        if not await store.offload(store.delete_response, response_id, caller(request)):
             raise _not_found(response_id)
         return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
     async def cancel(request: Request) -> Response:
         user_id = caller(request)
         response_id = request.path_params["response_id"]
-        row = store.get_response(response_id, user_id)
+        row = await store.offload(store.get_response, response_id, user_id)
         if row is None:
             raise _not_found(response_id)
         if not row["background"]:
             raise InvalidRequest("Only background responses can be cancelled.", param=None)
-        run = store.get_run(response_id)
+        run = await store.offload(store.get_run, response_id)
         if run is not None and run["status"] == "running" and await backend.cancel_run(row["session_id"], response_id):
             return JSONResponse(row["skeleton"] | {"status": "cancelled"})
-        return JSONResponse(_finished(gateway, row))  # twice is idempotent: the final object
+        return JSONResponse(await store.offload(_finished, store, row))  # twice is idempotent: the final object
 
     async def list_input_items(request: Request) -> Response:
         user_id = caller(request)
         response_id = request.path_params["response_id"]
-        row = store.get_response(response_id, user_id)
+        row = await store.offload(store.get_response, response_id, user_id)
         if row is None:
             raise _not_found(response_id)
-        items: list[dict[str, Any]] = []
-        chain = _chain(gateway, row, user_id)
-        for earlier in chain[:-1]:  # the chain's earlier turns: what each sent and what it answered
-            items += earlier["input_items"] + _finished(gateway, earlier)["output"]
-        items += row["input_items"]
+        items = await store.offload(_earlier_items, store, row, user_id) + row["input_items"]
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise InvalidRequest("'order' must be 'asc' or 'desc'", param="order")

@@ -82,9 +82,11 @@ class SessionRoutes:
     async def create(self, request: Request) -> Response:
         body = parse_body(CreateSessionBody, await read_json(request))
         owner = caller(request, body.user_id)
-        if body.session_id and self.store.get_session(body.session_id) is not None:
+        if body.session_id and await self.store.offload(self.store.get_session, body.session_id) is not None:
             raise InvalidRequest(f"Session '{body.session_id}' already exists", param="session_id")
-        session = self.store.create_session(owner, **body.model_dump(exclude_none=True, exclude={"user_id"}))
+        session = await self.store.offload(
+            self.store.create_session, owner, **body.model_dump(exclude_none=True, exclude={"user_id"})
+        )
         return JSONResponse(_public(session), status_code=201, headers=_etag(session))
 
     async def list(self, request: Request) -> Response:
@@ -92,7 +94,9 @@ class SessionRoutes:
         if request.query_params.get("user_id", user_id) != user_id:
             raise PermissionDenied("You can list only your own sessions", param="user_id")
         limit = int_param(request, "limit", 1, 200) or 20
-        sessions = self.store.list_sessions(user_id, limit=limit, cursor=_cursor(request.query_params.get("cursor")))
+        sessions = await self.store.offload(
+            self.store.list_sessions, user_id, limit=limit, cursor=_cursor(request.query_params.get("cursor"))
+        )
         last = sessions[-1] if len(sessions) == limit else None
         return JSONResponse(
             {
@@ -103,13 +107,14 @@ class SessionRoutes:
         )
 
     async def get(self, request: Request) -> Response:
-        session = self.store.owned_session(request.path_params["session_id"], caller(request))
+        session = await self.store.offload(self.store.owned_session, request.path_params["session_id"], caller(request))
         return JSONResponse(_public(session), headers=_etag(session))
 
     async def patch(self, request: Request) -> Response:
         body = parse_body(PatchSessionBody, await read_json(request))
         version = _if_match(request) or body.version
-        session = self.store.update_session(
+        session = await self.store.offload(
+            self.store.update_session,
             request.path_params["session_id"],
             caller(request),
             version,
@@ -123,17 +128,20 @@ class SessionRoutes:
 
     async def messages(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        self.store.owned_session(session_id, caller(request))
+        await self.store.offload(self.store.owned_session, session_id, caller(request))
         limit = int_param(request, "limit", 1, 1000)
         before = int_param(request, "before", 0, None)
         return JSONResponse(
-            {"session_id": session_id, "messages": self.store.messages(session_id, limit=limit, before=before)}
+            {
+                "session_id": session_id,
+                "messages": await self.store.offload(self.store.messages, session_id, limit=limit, before=before),
+            }
         )
 
     async def runs(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        self.store.owned_session(session_id, caller(request))
-        return JSONResponse({"session_id": session_id, "runs": self.store.runs(session_id)})
+        await self.store.offload(self.store.owned_session, session_id, caller(request))
+        return JSONResponse({"session_id": session_id, "runs": await self.store.offload(self.store.runs, session_id)})
 
     def _own_user(self, request: Request) -> str:
         user_id = request.path_params["user_id"]
@@ -143,11 +151,11 @@ class SessionRoutes:
 
     async def memories(self, request: Request) -> Response:
         user_id = self._own_user(request)
-        return JSONResponse({"user_id": user_id, "memories": self.store.memories(user_id)})
+        return JSONResponse({"user_id": user_id, "memories": await self.store.offload(self.store.memories, user_id)})
 
     async def forget(self, request: Request) -> Response:
         user_id = self._own_user(request)
-        deleted = self.store.delete_memories(user_id, request.query_params.get("memory_id"))
+        deleted = await self.store.offload(self.store.delete_memories, user_id, request.query_params.get("memory_id"))
         return JSONResponse({"user_id": user_id, "deleted": deleted})
 
 

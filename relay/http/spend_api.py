@@ -50,7 +50,7 @@ def spend_routes(gateway: Gateway) -> list[Route]:
         since = parse_when(query.get("from"), "from", 0.0)
         until = parse_when(query.get("to"), "to", _END_OF_TIME)
         group_by = query.get("group_by") or "user"
-        report = spend_report(store.run_costs(since, until, user_id), group_by)
+        report = spend_report(await store.offload(store.run_costs, since, until, user_id), group_by)
         body: dict[str, Any] = {"object": "spend", "from": since, "to": until, "group_by": group_by}
         return JSONResponse(body | ({"user_id": user_id} if user_id else {}) | report)
 
@@ -58,9 +58,9 @@ def spend_routes(gateway: Gateway) -> list[Route]:
         gateway.require_admin(request)
         key_id = request.path_params["key_id"]
         body = parse_body(KeyBudgetBody, await read_json(request))
-        if not store.set_api_key_budget(key_id, body.budget_usd, body.budget_period):
+        if not await store.offload(store.set_api_key_budget, key_id, body.budget_usd, body.budget_period):
             raise NotFound(f"API key '{key_id}' not found (or revoked)", param="key_id")
-        row = store.api_keys(key_id=key_id)[0]
+        row = (await store.offload(store.api_keys, key_id=key_id))[0]
         return JSONResponse({key: row[key] for key in ("key_id", "user_id", "name", "budget_usd", "budget_period")})
 
     return [

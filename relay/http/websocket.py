@@ -196,8 +196,9 @@ class _Connection:
                 feedback = FeedbackData.model_validate(message.data)
             except ValidationError as exc:
                 raise validation_error(exc) from None
-            self.manager.gateway.backend.store.set_feedback(
-                feedback.run_id, self.user_id, feedback.model_dump(exclude={"run_id"})
+            store = self.manager.gateway.backend.store
+            await store.offload(
+                store.set_feedback, feedback.run_id, self.user_id, feedback.model_dump(exclude={"run_id"})
             )
             await self._put("ack", request_id, {"status": "stored", "run_id": feedback.run_id})
         else:
@@ -225,9 +226,7 @@ class _Connection:
                 session_id = body.session_id or self.session_id
                 if len(providers) > 1 and session_id:
                     session_id = f"{session_id}.{provider_id}"
-                opening = self.manager.gateway.open_run(
-                    session_id=session_id, user_id=self.user_id, request=chat
-                )
+                opening = self.manager.gateway.open_run(session_id=session_id, user_id=self.user_id, request=chat)
                 # Opened outside this connection's context, as for HTTP: Ray Serve's cancellation of the
                 # connection must not reach the run.
                 turn = await asyncio.create_task(opening, context=contextvars.Context())

@@ -69,6 +69,6 @@ class StoredSessions:
         raise NotImplementedError
 
     async def delete_session(self, session_id: str, user_id: str) -> None:
-        self.store.owned_session(session_id, user_id)
+        await self.store.offload(self.store.owned_session, session_id, user_id)
         await self.evict(session_id)
-        self.store.delete_session(session_id, user_id)
+        await self.store.offload(self.store.delete_session, session_id, user_id)

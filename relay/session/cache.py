@@ -24,7 +24,7 @@ import orjson
 from relay.config import CacheSettings
 from relay.store import Store
 
-__all__ = [ "CachePolicy", "ResponseCache", "cacheable", "cache_key", "CACHED_TYPES"]
+__all__ = ["CachePolicy", "ResponseCache", "cacheable", "cache_key", "CACHED_TYPES"]
 
 log = logging.getLogger("relay.session.cache")
 
@@ -76,22 +76,24 @@ class ResponseCache:
         self.store = store
         self.clock = clock
 
-    def get(self, key: str) -> tuple[list[dict[str, Any]], float] | None:
+    async def get(self, key: str) -> tuple[list[dict[str, Any]], float] | None:
         """(events, age in seconds) of a live entry."""
         now = self.clock()
         try:
-            entry = self.store.cache_get(key, now)
+            entry = await self.store.offload(self.store.cache_get, key, now)
         except Exception:
             log.exception("reading the response cache failed; the request goes upstream")
             return None
         return (entry["events"], max(0.0, now - entry["created_at"])) if entry else None
 
-    def put(self, policy: CachePolicy, key: str, events: list[dict[str, Any]]) -> bool:
+    async def put(self, policy: CachePolicy, key: str, events: list[dict[str, Any]]) -> bool:
         """Store ``events`` (from ``replayable``) unless they are too big; True when stored."""
         if len(orjson.dumps(events)) > policy.max_entry_bytes:
             return False
         try:
-            self.store.cache_put(key, policy.route, events, self.clock(), policy.ttl_s, policy.max_entries)
+            await self.store.offload(
+                self.store.cache_put, key, policy.route, events, self.clock(), policy.ttl_s, policy.max_entries
+            )
         except Exception:
             log.exception("writing the response cache failed; the reply was served uncached")
             return False

@@ -5,6 +5,7 @@ It backs the fast HTTP tests and shows what each Ray actor wraps.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -35,6 +36,7 @@ class LocalBackend(StoredSessions):
         self.configs += self.registry.load()
         self.runtimes = {c.provider_id: ProviderRuntime(c, self.gauge) for c in self.configs}
         self.sessions: dict[str, Session] = {}
+        self._loading: dict[str, asyncio.Future[Session]] = {}  # sessions being read back, each once
         self.prices = PriceTable.load(settings.prices)
         # One process: the pools' counters are right here, fresh on every pick.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=0.0)
@@ -49,29 +51,39 @@ class LocalBackend(StoredSessions):
     def _open_stream(self, request: ChatRequest) -> Batches:
         return self.runtimes[request.provider].stream(request)
 
-    def _activate(self, session_id: str | None, user_id: str) -> Session:
-        new = session_id is None
+    async def _activate(self, session_id: str | None, user_id: str) -> Session:
+        """A live session as is; else its row claimed (or created) and the session loaded once, however many calls
+        for it arrive while the store answers off the loop."""
         if session_id is None:
-            session_id = self.store.create_session(user_id)["session_id"]
-        elif session_id not in self.sessions:
-            if self.store.get_session(session_id) is None:
-                self.store.create_session(user_id, session_id)
-                new = True
-            self.store.owned_session(session_id, user_id)
-            if not new:
-                self.store.interrupt_running(session_id)
-        session = self.sessions.get(session_id)
-        if session is None:
-            context = self.settings.context
-            session = self.sessions[session_id] = Session(
-                self.store, session_id, user_id, context, self.balancer, self.prices, new=new
-            )
+            session_id, new = (await self.store.offload(self.store.create_session, user_id))["session_id"], True
+        elif (live := self.sessions.get(session_id)) is not None:
+            return self._owned(live, user_id)
+        else:
+            new = await self.store.offload(self.store.claim_session, session_id, user_id)
+        if (live := self.sessions.get(session_id)) is not None:  # loaded by another call meanwhile
+            return self._owned(live, user_id)
+        loading = self._loading.get(session_id)
+        if loading is None:
+            loading = self._loading[session_id] = asyncio.ensure_future(self._load(session_id, user_id, new))
+            loading.add_done_callback(lambda _: self._loading.pop(session_id, None))
+        return self._owned(await asyncio.shield(loading), user_id)
+
+    async def _load(self, session_id: str, user_id: str, new: bool) -> Session:
+        session = Session(self.store, session_id, user_id, self.settings.context, self.balancer, self.prices)
+        if not new:
+            await self.store.offload(self.store.interrupt_running, session_id)
+            await session.restore()
+        self.sessions[session_id] = session
+        return session
+
+    @staticmethod
+    def _owned(session: Session, user_id: str) -> Session:
         if session.user_id != user_id:
-            raise NotFound(f"Session '{session_id}' not found", param="session_id")
+            raise NotFound(f"Session '{session.session_id}' not found", param="session_id")
         return session
 
     async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
-        session = self._activate(session_id, user_id)
+        session = await self._activate(session_id, user_id)
         batches = session.chat(request, self._open_stream)
 
         async def close() -> None:
@@ -130,6 +142,10 @@ class LocalBackend(StoredSessions):
 
     async def stats(self) -> dict[str, Any]:
         return {
-            "sessions": {"live": len(self.sessions), "pooled": 0, "stored": self.store.count_sessions()},
+            "sessions": {
+                "live": len(self.sessions),
+                "pooled": 0,
+                "stored": await self.store.offload(self.store.count_sessions),
+            },
             "providers": [runtime.stats() | {"replicas": 1} for runtime in self.runtimes.values()],
         }

@@ -56,13 +56,13 @@ class RunPlanner:
         if cacheable(chat.params):
             chat.cache = CachePolicy.of(route.name, settings)
 
-    def enable_tools(
+    async def enable_tools(
         self, chat: ChatRequest, names: list[str] | None, session_id: str | None, user_id: str | None
     ) -> None:
         """Attach the turn's tool set and add its schemas to the tools the model sees."""
         param = "relay_tools"
         if names is None and session_id and user_id:
-            session = self.store.get_session(session_id)
+            session = await self.store.offload(self.store.get_session, session_id)
             stored = (session.get("session_data") or {}).get("relay_tools") if session else None
             if session and session["user_id"] == user_id and stored is not None:
                 if not isinstance(stored, list) or not all(isinstance(name, str) for name in stored):

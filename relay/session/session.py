@@ -1,7 +1,9 @@
 """One session's turn logic, independent of where it runs (a Ray actor or in-process).
 
 The rules from DESIGN.md live here: one turn at a time, the user message is
-durable before the provider is called, and a run that ends early is stored
+durable before the provider is called (every write is awaited, off the loop
+through ``Store.offload``: a slow database never stalls the other sessions a
+process hosts), and a run that ends early is stored
 with its partial text: ``cancelled`` when its caller stopped it (a WebSocket
 ``cancel``, a closed stream or connection: the turn's consumer is cancelled),
 ``interrupted`` when it broke after content reached the caller (an upstream
@@ -52,6 +54,31 @@ def history_message(stored: dict[str, Any]) -> dict[str, Any]:
     return {key: stored[key] for key in _HISTORY_KEYS if stored.get(key) is not None}
 
 
+def _stored_state(store: Store, session_id: str) -> tuple[list[dict[str, Any]], str | None, dict[str, Any]]:
+    """A stored session's messages, head run and row: one trip to the store's threads, not three."""
+    return store.messages(session_id), store.latest_run(session_id), store.get_session(session_id) or {}
+
+
+def _branch_messages(store: Store, session_id: str, parent: str) -> list[dict[str, Any]]:
+    return store.chain_messages(session_id, store.run_chain(session_id, parent))
+
+
+def _open_run(store: Store, session_id: str, user_id: str, run_id: str, request: ChatRequest) -> None:
+    """The request's messages, then the run's row: one trip to the store's threads for a turn's first writes."""
+    for message in request.messages:
+        store.append_message(session_id, message, run_id)
+    store.start_run(
+        run_id,
+        session_id,
+        provider=request.provider,
+        model=request.model,
+        input_messages=request.messages,
+        parent_run_id=request.parent_run_id,
+        user_id=user_id,
+        key_id=request.key_id,
+    )
+
+
 class Session:
     def __init__(
         self,
@@ -62,11 +89,10 @@ class Session:
         balancer: Balancer | None = None,
         prices: PriceTable | None = None,
         on_cost: Callable[[CallCost], None] | None = None,
-        *,
-        new: bool = False,
     ) -> None:
         """``prices`` costs every model call (none: every run is unpriced); ``on_cost`` sees each call's cost (the
-        Prometheus counters on a cluster)."""
+        Prometheus counters on a cluster). The session starts empty, as a new one is: ``restore`` reads back a stored
+        one's history, off the loop, before its first turn."""
         self.store = store
         self.prices = prices or PriceTable()
         self.on_cost = on_cost
@@ -78,13 +104,11 @@ class Session:
         self.session_id = session_id
         self.user_id = user_id
         self.context = context or ContextSettings()
-        # A new session reads nothing back: three store queries fewer before its first token.
-        self.history = [] if new else [history_message(m) for m in store.messages(session_id)]
-        self.head = None if new else store.latest_run(session_id)  # the run whose chain ``history`` is
-        row = {} if new else store.get_session(session_id) or {}
-        self.summary: str | None = row.get("summary")
-        self.summary_topics: list[str] = row.get("summary_topics") or []
-        self.summary_covers: int = row.get("summary_seq") or 0  # conversation messages the summary stands for
+        self.history: list[dict[str, Any]] = []
+        self.head: str | None = None  # the run whose chain ``history`` is
+        self.summary: str | None = None
+        self.summary_topics: list[str] = []
+        self.summary_covers = 0  # conversation messages the summary stands for
         self.runs_waiting = 0
         self.last_active = time.monotonic()
         self._run_lock = asyncio.Lock()  # FIFO: concurrent sends run in arrival order
@@ -92,6 +116,14 @@ class Session:
         self._background: set[asyncio.Task[None]] = set()
         self.live_runs: dict[str, RunLog] = {}
         self._driving: dict[str, asyncio.Task[Any]] = {}  # run id: the task that consumes it (what cancel stops)
+
+    async def restore(self) -> None:
+        """Read a stored session back (a new one skips this: three queries fewer before its first token)."""
+        messages, head, row = await self.store.offload(_stored_state, self.store, self.session_id)
+        self.history, self.head = [history_message(m) for m in messages], head
+        self.summary = row.get("summary")
+        self.summary_topics = row.get("summary_topics") or []
+        self.summary_covers = row.get("summary_seq") or 0
 
     @property
     def busy(self) -> bool:
@@ -146,33 +178,26 @@ class Session:
         task.cancel()
         return True
 
-    def _history_for(self, request: ChatRequest) -> list[dict[str, Any]]:
+    async def _history_for(self, request: ChatRequest) -> list[dict[str, Any]]:
         """A run continues its parent's chain: the session's own history when the parent is its latest run, else the
         branch read from the store by parent pointers (two answers to one response never see each other's run)."""
         parent = request.parent_run_id
         if parent is None or parent == self.head:
             return self.history if request.store else list(self.history)
-        chain = self.store.run_chain(self.session_id, parent)
-        return [history_message(m) for m in self.store.chain_messages(self.session_id, chain)]
+        stored = await self.store.offload(_branch_messages, self.store, self.session_id, parent)
+        return [history_message(m) for m in stored]
 
     async def _run(self, request: ChatRequest, open_stream: StreamOpener) -> Batches:
         run_id = request.run_id or new_id("run")
         # A branch: its context is its parent's chain, which the session's summary does not cover.
         branch = request.parent_run_id is not None and request.parent_run_id != self.head
-        history = self._history_for(request)
-        if request.store:
-            for message in request.messages:
-                self.store.append_message(self.session_id, message, run_id)
-            self.store.start_run(
-                run_id,
-                self.session_id,
-                provider=request.provider,
-                model=request.model,
-                input_messages=request.messages,
-                parent_run_id=request.parent_run_id,
-                user_id=self.user_id,
-                key_id=request.key_id,
-            )
+        history = await self._history_for(request)
+        if request.store:  # awaited: the user message is durable before the provider is called
+            try:
+                await self.store.offload(_open_run, self.store, self.session_id, self.user_id, run_id, request)
+            except asyncio.CancelledError:  # stopped before it began: its row must not stay ``running``
+                await self.store.offload(self.store.finish_run, run_id, status="cancelled", finish_reason="cancelled")
+                raise
             self.history, self.head = history, run_id  # the session moves to the branch this run extends
         history.extend(request.messages)
         run_log = self.live_runs[run_id] = RunLog(run_id)
@@ -191,7 +216,7 @@ class Session:
                 )
                 await self._summary_within(older, open_stream, run_id)
             summary = None if branch else self.summary  # the session's summary covers its own history, not a branch's
-            context = build_context(history, recent, summary, self.summary_topics, self._facts(request))
+            context = build_context(history, recent, summary, self.summary_topics, await self._facts(request))
             if request.instructions:
                 context = [{"role": "system", "content": request.instructions}, *context]
             steps = RunSteps(
@@ -240,16 +265,18 @@ class Session:
                 final["reason"] = "cancelled"
             run_log.add([final])
             run_log.close()
-            if request.store:
-                self._persist(run_id, status, reply, started, ttft, served, run_log.events, cost)
+            if request.store:  # awaited: the run's row is final before its last batch leaves
+                await self._persist(run_id, status, reply, started, ttft, served, run_log.events, cost)
             del self.live_runs[run_id]
         yield [final]
 
-    def _commit(self, message: dict[str, Any], *, run_id: str, history: list[dict[str, Any]], store: bool) -> None:
+    async def _commit(
+        self, message: dict[str, Any], *, run_id: str, history: list[dict[str, Any]], store: bool
+    ) -> None:
         """A step's assistant or tool message: history first, then durable (unless the run keeps nothing)."""
         history.append(message)
         if store:
-            self.store.append_message(self.session_id, message, run_id)
+            await self.store.offload(self.store.append_message, self.session_id, message, run_id)
 
     async def tail(self, run_id: str, after: int) -> Batches:
         """A running run's events after ``after``, then live; ``RunNotLive`` when it is not running here."""
@@ -284,12 +311,13 @@ class Session:
             log.exception("summarizing session %s failed; the turn goes on without it", self.session_id)
             return
         self.summary, self.summary_topics, self.summary_covers = summary, topics, len(older)
-        self.store.set_summary(self.session_id, summary, topics, len(older))
+        await self.store.offload(self.store.set_summary, self.session_id, summary, topics, len(older))
 
-    def _facts(self, request: ChatRequest) -> list[str]:
+    async def _facts(self, request: ChatRequest) -> list[str]:
         if not (self.context.memory_provider and request.memory):
             return []
-        return [m["content"] for m in self.store.memories(self.user_id, limit=self.context.memory_max_facts)]
+        rows = await self.store.offload(self.store.memories, self.user_id, limit=self.context.memory_max_facts)
+        return [m["content"] for m in rows]
 
     async def _remember(self, user_text: str, open_stream: StreamOpener, run_id: str) -> None:
         assert self.context.memory_provider is not None
@@ -301,7 +329,7 @@ class Session:
         except Exception:
             log.exception("extracting memories for user %s failed", self.user_id)
             return
-        self.store.add_memories(self.user_id, facts, self.session_id)
+        await self.store.offload(self.store.add_memories, self.user_id, facts, self.session_id)
 
     async def _side_call(self, request: ChatRequest, open_stream: StreamOpener, run_id: str) -> str:
         """The whole text of a summary or memory call, its cost added to the run that caused it: to the open run's
@@ -317,7 +345,7 @@ class Session:
                 if run_id in self._costs:
                     self._costs[run_id].merge(call)
                 else:
-                    self.store.add_run_cost(run_id, call.to_dict())
+                    await self.store.offload(self.store.add_run_cost, run_id, call.to_dict())
         return reply.content
 
     def _charge(self, call: CallCost) -> None:
@@ -345,7 +373,7 @@ class Session:
             },
         )
 
-    def _persist(
+    async def _persist(
         self,
         run_id: str,
         status: str,
@@ -357,7 +385,8 @@ class Session:
         cost: RunCost,
     ) -> None:
         """The run's row; its messages were committed step by step (``relay.session.steps``)."""
-        self.store.finish_run(
+        await self.store.offload(
+            self.store.finish_run,
             run_id,
             status=status,
             output=reply.content,
@@ -374,4 +403,3 @@ class Session:
             events=run_events,
             cost=cost.to_dict(),
         )
-

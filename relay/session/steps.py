@@ -25,7 +25,7 @@ in the ``finish`` events they pass on (the session sends the run's own finish).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from relay.events import cache_hit, finish, tool_execution_end, tool_execution_start
@@ -49,7 +49,7 @@ class RunSteps:
         messages: list[dict[str, Any]],
         open_stream: StreamOpener,
         *,
-        commit: Callable[[dict[str, Any]], None],
+        commit: Callable[[dict[str, Any]], Awaitable[None]],
         balancer: Balancer,
         cache: ResponseCache,
     ) -> None:
@@ -69,13 +69,13 @@ class RunSteps:
         if policy is not None:
             req = self.request
             key = cache_key(policy.route, req.model, self.messages, req.params, req.provider_options)
-            hit = self.cache.get(key)
+            hit = await self.cache.get(key)
             if hit is not None:
                 events, age_s = hit
                 batch = [cache_hit(policy.route, round(age_s, 3)), *events]
                 hit_reply = Reply()
                 hit_reply.extend(batch)
-                self._commit_step(hit_reply)
+                await self._commit_step(hit_reply)
                 yield self._served, batch
                 return
         toolset = self.request.tools
@@ -91,7 +91,7 @@ class RunSteps:
                         recorded.extend(batch)
                     yield self._served, batch
             finally:
-                self._commit_step(step_reply)
+                await self._commit_step(step_reply)
             calls = step_reply.tool_call_list()
             server = [call for call in calls if toolset and call["function"]["name"] in toolset]
             if step_reply.error is not None or not server:
@@ -107,7 +107,7 @@ class RunSteps:
         if key is not None and policy is not None and step == 1 and step_reply.error is None:
             events = replayable(recorded, step_reply.finish_reason)
             if events is not None:
-                self.cache.put(policy, key, events)
+                await self.cache.put(policy, key, events)
 
     async def _model_call(self) -> Batches:
         request, opener = self.request, self.open_stream
@@ -123,10 +123,10 @@ class RunSteps:
         offset = self._offset
         return [e | {"index": e["index"] + offset} if e["type"].startswith("tool-call-") else e for e in batch]
 
-    def _commit_step(self, step_reply: Reply) -> None:
+    async def _commit_step(self, step_reply: Reply) -> None:
         if step_reply.text or step_reply.tool_calls:
             message = step_reply.assistant_message()
-            self.commit(message)
+            await self.commit(message)
             self.messages.append(message)
         self._offset += len(step_reply.tool_calls)
 
@@ -177,5 +177,5 @@ class RunSteps:
                 }
                 if outcome is None or outcome.error is not None:
                     message["is_error"] = True
-                self.commit(message)
+                await self.commit(message)
                 self.messages.append(message)

@@ -7,7 +7,8 @@ agno #7479). Session fields that do change (``session_data``, ``metadata``,
 
 The queries are written once, with ``?`` placeholders; ``SQLiteStore`` and
 ``PostgresStore`` differ only in how they connect, run a statement and spell
-a few column types (``MIGRATIONS``).
+a few column types (``MIGRATIONS``). Code on an event loop runs them through
+``offload`` (``relay.store.offload`` says why threads), never directly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from relay.errors import Conflict, NotFound
 from relay.store.cache_rows import ResponseCacheRows
 from relay.store.conversation_rows import ConversationRows
 from relay.store.keys import ApiKeyRows
+from relay.store.offload import Offload
 from relay.store.response_rows import ResponseRows
 from relay.store.schema import MIGRATIONS, Dialect, new_id
 from relay.store.spend_rows import SpendRows
@@ -52,12 +54,14 @@ def _without_events(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, SpendRows, abc.ABC):
+class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, SpendRows, Offload, abc.ABC):
     """The store interface every backend implements; each statement is one short transaction."""
 
     dialect: Dialect
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        """``threads``: how many offloaded statements may run at once (``relay.store.offload``)."""
+        super().__init__(threads)
         self._lock = threading.Lock()
 
     @abc.abstractmethod
@@ -92,11 +96,28 @@ class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, Spend
     # sessions
 
     def create_session(self, user_id: str, session_id: str | None = None, **fields: Any) -> dict[str, Any]:
-        now = time.time()
         session_id = session_id or new_id("sess")
-        self._write(
+        self._insert_session(user_id, session_id, fields)
+        session = self.get_session(session_id)
+        assert session is not None
+        return session
+
+    def claim_session(self, session_id: str, user_id: str) -> bool:
+        """The caller's session, created when missing: True when this call created it; another user's answers 404.
+
+        One statement decides (``ON CONFLICT``): two first turns naming one new id, run off their loops at once,
+        create it once, where a lookup then an insert would race.
+        """
+        if self._insert_session(user_id, session_id, {}, " ON CONFLICT (session_id) DO NOTHING"):
+            return True
+        self.owned_session(session_id, user_id)
+        return False
+
+    def _insert_session(self, user_id: str, session_id: str, fields: dict[str, Any], conflict: str = "") -> int:
+        now = time.time()
+        return self._write(
             "INSERT INTO sessions (session_id, user_id, agent_id, team_id, workflow_id, name, session_data,"
-            " metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + conflict,
             (
                 session_id,
                 user_id,
@@ -110,9 +131,6 @@ class Store(ResponseCacheRows, ApiKeyRows, ConversationRows, ResponseRows, Spend
                 now,
             ),
         )
-        session = self.get_session(session_id)
-        assert session is not None
-        return session
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM sessions WHERE session_id = ?", (session_id,))

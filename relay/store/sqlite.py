@@ -55,4 +55,5 @@ class SQLiteStore(Store):
         return any(row[1] == column for row in self._db.execute(f"PRAGMA table_info({table})"))
 
     def close(self) -> None:
+        self._stop_offload()
         self._db.close()

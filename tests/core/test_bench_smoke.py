@@ -5,20 +5,25 @@ Speed is never asserted here, only that the benchmark measures, checks and repor
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
 
+from benchmarks.bench_loop_lag import DelayProxy, StoreOnTheLoop, fresh_schema, measure, through
 from benchmarks.fake_upstream import FakeUpstream, reply_text
 from benchmarks.loadgen import LoadReport, percentile, run_load
 from benchmarks.report import markdown_table
 from relay.config import ProviderConfig, RelaySettings
 from relay.http.app import build_app
 from relay.session.local_backend import LocalBackend
+from relay.store.postgres import PostgresStore
+from tests.conftest import PG_BASE
 from tests.fakes.openai_upstream import ServerThread
 
 TOKENS = 5
@@ -118,3 +123,16 @@ async def test_the_responses_wire_is_measured_through_relay(upstream: str, tmp_p
         )
     assert (report.streams, report.ok, report.errors, report.inexact) == (4, 4, 0, 0), report.error_samples
     assert report.chars == 4 * len(reply_text("x" * TAG_LENGTH, TOKENS))
+
+
+def test_the_loop_lag_benchmark_measures_both_stores_through_its_delaying_proxy() -> None:
+    """bench_loop_lag's pieces on this machine's PostgreSQL: every turn stored, every probe wake-up counted."""
+    target = urlsplit(PG_BASE)
+    for make in (StoreOnTheLoop, PostgresStore):
+        with fresh_schema(PG_BASE) as url, DelayProxy(target.hostname or "", target.port or 5432, 0.001) as proxy:
+            store = make(through(url, proxy.port), pool_max=2, application_name="bench-smoke")
+            try:
+                result = asyncio.run(measure(store, sessions=2, turns=1))  # asserts every message was stored
+            finally:
+                store.close()
+        assert result["turns/s"] > 0 and result["wake-ups"] >= 1 and result["lag p99 ms"] >= 0

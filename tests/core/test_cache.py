@@ -64,30 +64,30 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return open_store(str(request.getfixturevalue("fresh_pg_url")))
 
 
-def test_entries_expire_after_their_ttl(store: Store) -> None:
+async def test_entries_expire_after_their_ttl(store: Store) -> None:
     now = [1000.0]
     cache = ResponseCache(store, clock=lambda: now[0])
     policy = CachePolicy("r", ttl_s=60, max_entries=10, max_entry_bytes=1 << 20)
     events = [{"type": "text-delta", "content": "cached"}, {"type": "finish", "reason": "stop"}]
-    assert cache.get("k") is None and cache.put(policy, "k", events)
+    assert await cache.get("k") is None and await cache.put(policy, "k", events)
     now[0] += 59.5
-    assert cache.get("k") == (events, 59.5)
+    assert await cache.get("k") == (events, 59.5)
     now[0] += 0.5
-    assert cache.get("k") is None  # expired at exactly ttl_s
+    assert await cache.get("k") is None  # expired at exactly ttl_s
 
 
-def test_the_size_limits_hold(store: Store) -> None:
+async def test_the_size_limits_hold(store: Store) -> None:
     now = [0.0]
     cache = ResponseCache(store, clock=lambda: now[0])
     policy = CachePolicy("r", ttl_s=3600, max_entries=3, max_entry_bytes=200)
     for i in range(5):
         now[0] += 1
-        assert cache.put(policy, f"k{i}", [{"type": "text-delta", "content": f"reply {i}"}])
+        assert await cache.put(policy, f"k{i}", [{"type": "text-delta", "content": f"reply {i}"}])
     assert store.cache_keys("r") == ["k4", "k3", "k2"]  # the oldest beyond max_entries are dropped
-    assert not cache.put(policy, "big", [{"type": "text-delta", "content": "x" * 500}])
-    assert cache.get("big") is None
+    assert not await cache.put(policy, "big", [{"type": "text-delta", "content": "x" * 500}])
+    assert await cache.get("big") is None
     other = CachePolicy("other", ttl_s=3600, max_entries=1, max_entry_bytes=200)
-    assert cache.put(other, "o1", [{"type": "text-delta", "content": "o"}])
+    assert await cache.put(other, "o1", [{"type": "text-delta", "content": "o"}])
     assert store.cache_keys("r") == ["k4", "k3", "k2"]  # each route keeps its own entries
 
 

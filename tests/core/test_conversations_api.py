@@ -269,7 +269,7 @@ async def test_bad_input_is_a_400_naming_the_field(alice: openai.AsyncOpenAI, ht
 async def test_writing_items_while_a_turn_runs_is_a_conflict(alice: openai.AsyncOpenAI, backend: LocalBackend) -> None:
     conversation = await alice.conversations.create(items=[{"role": "user", "content": "hi"}])
     item = (await alice.conversations.items.list(conversation.id)).data[0]
-    session = backend._activate(conversation.id, "alice")
+    session = await backend._activate(conversation.id, "alice")
     session.runs_waiting += 1  # what Session.chat holds for the length of a turn
     try:
         with pytest.raises(openai.ConflictError):
