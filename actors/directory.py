@@ -14,6 +14,11 @@ Live sessions are capped too (``max_live_sessions``): each new activation, and
 a periodic sweep, passivates the least recently used idle sessions beyond it,
 skipping busy ones. The same sweep passivates sessions idle past ``idle_ttl_s``,
 trims the pool and applies retention (``retention_days``).
+
+The directory is partitioned by session id (``actors.partitions``, which says why N one-replica deployments and
+not Serve's consistent-hash router): each partition is one replica of its own deployment, owns the sessions
+whose id hashes to it, and runs all of the above over its share of the caps. Partition 0 also keeps the
+provider book.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_ca
 from relay.errors import Conflict, InvalidRequest, Overloaded
 from relay.store import open_store
 
-from .provider_book import ProviderBook
+from .names import directory_name
+from .partitions import mint_session_id, partition_of, share
+from .provider_book import ProviderBook, pool_deployments
 from .session_actor import SessionActor
 
 __all__ = ["SessionDirectory"]
@@ -61,14 +68,19 @@ class _Live:
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})
 class SessionDirectory:
-    async def __init__(self, settings: RelaySettings) -> None:
+    async def __init__(self, settings: RelaySettings, partition: int = 0) -> None:
+        """``settings.sessions`` holds the cluster's totals; this partition takes its share of each cap."""
+        self.partition = partition
+        self.partitions = settings.sessions.directory_partitions
+        self.app_name = serve.get_replica_context().app_name
         self.settings = settings.sessions
         self.store_url = settings.store_url
         self.default_provider = settings.default_provider
         self.context = settings.context
         self.prices = settings.prices
         self.store = open_store(settings.store_url)
-        self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
+        cluster_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
+        self.max_actors = share(cluster_actors, self.partitions, partition, floor=1)
         self.live: OrderedDict[str, _Live] = OrderedDict()
         self.hosts: list[_Host] = []
         self.pool: list[tuple[ActorHandle, float]] = []  # (blank actor, pooled since)
@@ -79,7 +91,8 @@ class SessionDirectory:
         self.wanted = asyncio.Event()
         self.retuned = asyncio.Event()  # wakes the sweep when the lifecycle settings change
         self._room = asyncio.Lock()  # one LRU pass at a time: concurrent ones would passivate too many
-        self.book = ProviderBook(settings, self.store, serve.get_replica_context().app_name)
+        # One book for the cluster, in partition 0: a registration is made and versioned once.
+        self.book = ProviderBook(settings, self.store, self.app_name) if partition == 0 else None
         self.counters = {
             "lookups": 0,  # activate calls, live sessions included: what the ingress's placements spare
             "activations": 0,
@@ -91,16 +104,28 @@ class SessionDirectory:
             "cohosted": 0,
         }
         # Before the first request: registered providers must be routable as soon as the directory answers.
-        await self.book.restore()
+        if self.book is not None:
+            await self.book.restore()
         self._tasks = [asyncio.create_task(self._grow()), asyncio.create_task(self._reap())]
 
     # activation
 
-    async def activate(self, session_id: str | None, user_id: str) -> tuple[str, ActorHandle]:
+    async def activate(self, session_id: str | None, user_id: str, new: bool = False) -> tuple[str, ActorHandle]:
+        """The session's actor, activating it if needed.
+
+        ``new``: the caller minted ``session_id`` for a session nobody has seen (the ingress does, to route it to
+        its partition), so it is created without a read first. A new session's actor has nothing to read back.
+        """
         self.counters["lookups"] += 1
-        new = session_id is None  # created here: its actor has nothing to read back
         if session_id is None:
-            session_id = self.store.create_session(user_id)["session_id"]
+            session_id, new = mint_session_id(self.partition, self.partitions), True
+        elif partition_of(session_id, self.partitions) != self.partition:
+            # Only while a redeploy changes the partition count: the caller's mapping is not this partition's.
+            raise Overloaded(
+                f"Session '{session_id}' belongs to another directory partition; retry shortly", retry_after=1.0
+            )
+        if new:
+            self.store.create_session(user_id, session_id)
         elif (entry := self.live.get(session_id)) is not None:
             if entry.user_id != user_id:
                 self.store.owned_session(session_id, user_id)
@@ -167,20 +192,37 @@ class SessionDirectory:
                 self.store_url, self.context, self.prices
             )
             await actor.hosted.remote()
-            self._warm(actor)
+            await self._warm(actor)
             self.counters["created"] += 1
             return actor
         finally:
             self.creating -= 1
 
-    def _warm(self, actor: ActorHandle) -> None:
+    async def _warm(self, actor: ActorHandle) -> None:
         """Start opening each pool deployment's handle in a new actor (the shared pool's once); nobody waits for it.
 
         A handle's first call waits ~0.3 s for its router to learn the pool's replicas (Decision 3 in
         benchmarks/README.md): paid here, not by the first turn the actor serves on each pool.
         """
-        for provider in self.book.pools():
+        for provider in await self._pools():
             actor.warm.remote(provider.pool_app, provider.provider_id)
+
+    async def _pools(self) -> list[ProviderConfig]:
+        """The pool deployments, from the book; a partition without it asks partition 0 (best effort, as warming)."""
+        if self.book is not None:
+            return self.book.pools()
+        try:
+            providers = await asyncio.wait_for(self._partition(0).list_providers.remote(), timeout=10.0)
+        except Exception:
+            log.warning("partition 0 did not list the providers; a new actor warms no pool", exc_info=True)
+            return []
+        return pool_deployments(providers)
+
+    def _partition(self, partition: int) -> Any:
+        return serve.get_deployment_handle(directory_name(partition), app_name=self.app_name)
+
+    def _share(self, total: int, floor: int = 0) -> int:
+        return share(total, self.partitions, self.partition, floor=floor)
 
     def _actor_count(self) -> int:
         return len(self.hosts) + len(self.pool) + self.creating
@@ -188,7 +230,9 @@ class SessionDirectory:
     def _short(self) -> bool:
         """More actors are wanted: the pool is below size, or sessions share actors."""
         packed = len(self.live) > len(self.hosts)
-        return self._actor_count() < self.max_actors and (len(self.pool) < self.settings.warm_pool_size or packed)
+        return self._actor_count() < self.max_actors and (
+            len(self.pool) < self._share(self.settings.warm_pool_size) or packed
+        )
 
     # background upkeep
 
@@ -228,12 +272,13 @@ class SessionDirectory:
         exceeded only while every session over it is mid-turn. A session handed out for a turn that has not
         started yet can be passivated too; its caller gets ``SessionMoved`` and activates it again.
         """
-        if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
+        cap = self._share(self.settings.max_live_sessions, floor=1)
+        if len(self.live) + len(self.activating) <= cap:
             return 0
         passivated = 0
         async with self._room:
             for session_id in await self._least_recently_used():
-                if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
+                if len(self.live) + len(self.activating) <= cap:
                     break
                 if await self._passivate(session_id, 0.0):
                     passivated += 1
@@ -281,8 +326,8 @@ class SessionDirectory:
 
     def _trim_pool(self) -> None:
         """Kill pooled actors beyond the warm size only after ``pool_idle_ttl_s``: steady load never churns."""
-        now = time.monotonic()
-        while len(self.pool) > self.settings.warm_pool_size and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
+        now, warm = time.monotonic(), self._share(self.settings.warm_pool_size)
+        while len(self.pool) > warm and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
             ray.kill(self.pool.pop(0)[0])
 
     async def evict(self, session_id: str) -> None:
@@ -298,15 +343,24 @@ class SessionDirectory:
         return [sid for sid in candidates if await self._passivate(sid, min_idle_s)]
 
     def expire(self, idle_before: float) -> int:
-        """Retention: delete stored sessions untouched since ``idle_before``; live and activating ones stay."""
-        deleted = self.store.delete_expired(idle_before, keep=lambda sid: sid in self.live or sid in self.activating)
+        """Retention: delete this partition's stored sessions untouched since ``idle_before``; live ones stay."""
+        deleted = self.store.delete_expired(idle_before, keep=self._keeps)
         self.counters["expired"] += deleted
         return deleted
+
+    def _keeps(self, session_id: str) -> bool:
+        """Retention spares live and activating sessions, and another partition's: only their owner knows them."""
+        return (
+            session_id in self.live
+            or session_id in self.activating
+            or partition_of(session_id, self.partitions) != self.partition
+        )
 
     def tune(self, **changes: Any) -> dict[str, Any]:
         """Change lifecycle settings of the running directory without a redeploy; returns the values replaced.
 
         The sweep wakes at once, so a lower cap or a shorter TTL takes effect now (operators, benchmarks, tests).
+        Values are the cluster's totals, as in the settings: tune every partition alike.
         """
         unknown = sorted(set(changes) - _TUNABLE)
         if unknown:
@@ -373,25 +427,40 @@ class SessionDirectory:
         """Every session actor process, live or pooled (for benchmarks and diagnostics)."""
         return [host.actor for host in self.hosts] + [actor for actor, _ in self.pool]
 
+    def partition(self) -> tuple[int, int]:
+        """(this partition, of how many): the ingress checks both agree with its own mapping (``/readyz``)."""
+        return self.partition, self.partitions
+
     # providers
 
+    def _book(self) -> ProviderBook:
+        if self.book is None:
+            raise InvalidRequest(f"Providers are kept by directory partition 0, not {self.partition}")
+        return self.book
+
     def list_providers(self) -> list[ProviderConfig]:
-        return self.book.list()
+        return self._book().list()
 
     async def register_provider(self, config: ProviderConfig) -> ProviderConfig:
         """A shared provider is stored and versioned; a dedicated one gets its pool first. Nothing else restarts."""
-        public = await self.book.register(config)
+        public = await self._book().register(config)
         if config.is_dedicated:
-            # Every actor, live or pooled, opens the new pool's handle before the caller hears back (the deploy took
-            # seconds; this ~0.3 s): the first turns sent to it do not each wait for a router to warm up.
-            await asyncio.gather(
-                *(actor.warm.remote(public.pool_app, public.provider_id) for actor in self.actors()),
-                return_exceptions=True,
+            # Every actor of every partition, live or pooled, opens the new pool's handle before the caller hears back
+            # (the deploy took seconds; this ~0.3 s): the first turns sent to it do not each wait for a router.
+            others = (
+                self._partition(i).warm.remote(public.pool_app, public.provider_id) for i in range(1, self.partitions)
             )
+            await asyncio.gather(self.warm(public.pool_app, public.provider_id), *others, return_exceptions=True)
         return public
 
+    async def warm(self, pool_app: str | None, provider_id: str) -> None:
+        """Every actor of this partition opens a handle to the pool now (a dedicated pool just registered)."""
+        await asyncio.gather(
+            *(actor.warm.remote(pool_app, provider_id) for actor in self.actors()), return_exceptions=True
+        )
+
     async def unregister_provider(self, provider_id: str) -> None:
-        await self.book.unregister(provider_id)
+        await self._book().unregister(provider_id)
 
     def stats(self) -> dict[str, Any]:
         stored = self.store.count_sessions()
@@ -400,9 +469,10 @@ class SessionDirectory:
             "live_actors": len(self.hosts),
             "pooled": len(self.pool),
             "creating": self.creating,
+            # this partition's shares: actors.partitions.merge_stats adds them up to the cluster's
             "max_actors": self.max_actors,
-            "max_live_sessions": self.settings.max_live_sessions,
-            "warm_pool_size": self.settings.warm_pool_size,
+            "max_live_sessions": self._share(self.settings.max_live_sessions, floor=1),
+            "warm_pool_size": self._share(self.settings.warm_pool_size),
             "idle_ttl_s": self.settings.idle_ttl_s,
             "pool_idle_ttl_s": self.settings.pool_idle_ttl_s,
             "retention_days": self.settings.retention_days,

@@ -1,6 +1,6 @@
 """``ProviderBook``: the providers the cluster serves, where each one's pool runs, and their registration.
 
-Kept by the ``SessionDirectory`` (one owner, so one answer to "where is this
+Kept by partition 0 of the ``SessionDirectory`` (one owner, so one answer to "where is this
 provider's pool"). Registering a shared provider writes the store and gives it a
 new version in its ``pool_app``: nothing is deployed, and every shared pool
 replica builds it on its next request from the store (``actors.shared_pool``). A
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Iterable
 
 from ray import serve
 
@@ -25,7 +26,7 @@ from relay.store import Store
 from .names import PoolAddress, registered_app_name, shared_pool_app
 from .placement import deploy_dedicated_pool
 
-__all__ = ["ProviderBook"]
+__all__ = ["ProviderBook", "pool_deployments"]
 
 log = logging.getLogger("relay.directory")
 
@@ -46,12 +47,7 @@ class ProviderBook:
         return list(self.providers.values())
 
     def pools(self) -> list[ProviderConfig]:
-        """One provider per pool deployment: what a new process opens a handle to (once for the shared pool)."""
-        seen: dict[tuple[str, str], ProviderConfig] = {}
-        for config in self.providers.values():
-            address = PoolAddress.of(config.pool_app, config.provider_id)
-            seen.setdefault((address.app, address.deployment), config)
-        return list(seen.values())
+        return pool_deployments(self.providers.values())
 
     async def register(self, config: ProviderConfig) -> ProviderConfig:
         """Shared: store it and version it (milliseconds). Dedicated: deploy its pool first, then store it."""
@@ -100,6 +96,15 @@ class ProviderBook:
                 self.providers[config.provider_id] = _public(config, app_name)
             except Exception:
                 log.exception("restoring provider %s failed", config.provider_id)
+
+
+def pool_deployments(providers: Iterable[ProviderConfig]) -> list[ProviderConfig]:
+    """One provider per pool deployment: what a new process opens a handle to (once for the shared pool)."""
+    seen: dict[tuple[str, str], ProviderConfig] = {}
+    for config in providers:
+        address = PoolAddress.of(config.pool_app, config.provider_id)
+        seen.setdefault((address.app, address.deployment), config)
+    return list(seen.values())
 
 
 def _public(config: ProviderConfig, pool_app: str) -> ProviderConfig:
