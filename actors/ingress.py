@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -78,15 +79,13 @@ class RayBackend(StoredSessions):
                 actor = placed[0]
                 self.placements.move_to_end(session_id)
             else:
-                owner = self.directory.owner(session_id)
+                minted, new = new, False  # a retry may find the session stored: new on the first call only
                 try:
-                    _, actor = await owner.activate.remote(session_id, user_id, new)
+                    _, actor = await self.directory.owner(session_id).activate.remote(session_id, user_id, minted)
                 except ray.exceptions.RayActorError:
                     # The partition's replica died during the call (its actors with it); Serve starts another, which
-                    # this retry waits for. The session may be stored by now, so it is not new any more.
-                    new = False
+                    # this retry waits for.
                     continue
-                new = False
                 self._place(session_id, actor, user_id)
             stream = actor.chat.remote(session_id, request)
             try:
@@ -97,14 +96,22 @@ class RayBackend(StoredSessions):
                 self.placements.pop(session_id, None)
                 continue
             except ray.exceptions.RayActorError:
-                self.placements.pop(session_id, None)
-                await self.directory.owner(session_id).forget.remote(session_id, actor)
+                await self._forget(session_id, actor)
                 continue
             except BaseException:
                 ray.cancel(stream)
                 raise
             return RunStream(session_id, self._batches(session_id, actor, first, stream), self._closer(stream))
         raise Overloaded(f"Session '{session_id}' could not be activated; retry shortly", retry_after=1.0)
+
+    async def _forget(self, session_id: str, actor: ActorHandle) -> None:
+        """Drop a dead placement and tell its partition.
+
+        A partition that died too (its actors die with it) has nothing to forget: its new replica starts empty.
+        """
+        self.placements.pop(session_id, None)
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            await self.directory.owner(session_id).forget.remote(session_id, actor)
 
     def _place(self, session_id: str, actor: ActorHandle, user_id: str) -> None:
         self.placements[session_id] = (actor, user_id)
@@ -127,8 +134,7 @@ class RayBackend(StoredSessions):
                 except ray.exceptions.RayActorError:
                     # The actor (or its node) died mid-run: record what the caller saw, and answer like any failure.
                     self.store.interrupt_running(session_id, output="".join(seen))
-                    self.placements.pop(session_id, None)
-                    await self.directory.owner(session_id).forget.remote(session_id, actor)
+                    await self._forget(session_id, actor)
                     error = RelayError("the session actor stopped mid-run; send the next message to continue")
                     yield [error.to_event(), {"type": "finish", "reason": "error"}]
                     return
