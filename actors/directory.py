@@ -35,13 +35,12 @@ import ray
 from ray import serve
 from ray.actor import ActorHandle
 
-from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_cap_for
+from relay.config import RelaySettings, SessionSettings, live_cap_for
 from relay.errors import Conflict, InvalidRequest, Overloaded
 from relay.store import open_store
 
-from .names import directory_name
 from .partitions import mint_session_id, partition_of, share
-from .provider_book import ProviderBook, pool_deployments
+from .provider_book import DirectoryProviders, ProviderBook
 from .session_actor import SessionActor
 
 __all__ = ["SessionDirectory"]
@@ -64,10 +63,11 @@ class _Live:
     host: _Host
     user_id: str
     last_used: float
+    epoch: int = 0  # a placement handed out by ``place`` (activated by its first chat); 0: activated here
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})
-class SessionDirectory:
+class SessionDirectory(DirectoryProviders):
     async def __init__(self, settings: RelaySettings, partition: int = 0) -> None:
         """``settings.sessions`` holds the cluster's totals; this partition takes its share of each cap."""
         self.partition = partition
@@ -88,9 +88,11 @@ class SessionDirectory:
         self.activating: dict[str, asyncio.Future[_Host]] = {}
         # Activations of each live session: more than one would be a double activation (dropped on passivation).
         self.activation_counts: dict[str, int] = {}
+        self.epoch = 0  # the last placement handed out by ``place``: its actor activates on the first chat
         self.wanted = asyncio.Event()
         self.retuned = asyncio.Event()  # wakes the sweep when the lifecycle settings change
         self._room = asyncio.Lock()  # one LRU pass at a time: concurrent ones would passivate too many
+        self._cold = asyncio.Lock()
         # One book for the cluster, in partition 0: a registration is made and versioned once.
         self.book = ProviderBook(settings, self.store, self.app_name) if partition == 0 else None
         self.counters = {
@@ -119,11 +121,8 @@ class SessionDirectory:
         self.counters["lookups"] += 1
         if session_id is None:
             session_id, new = mint_session_id(self.partition, self.partitions), True
-        elif partition_of(session_id, self.partitions) != self.partition:
-            # Only while a redeploy changes the partition count: the caller's mapping is not this partition's.
-            raise Overloaded(
-                f"Session '{session_id}' belongs to another directory partition; retry shortly", retry_after=1.0
-            )
+        else:
+            self._own(session_id)
         if new:
             self.store.create_session(user_id, session_id)
         elif (entry := self.live.get(session_id)) is not None:
@@ -159,6 +158,33 @@ class SessionDirectory:
         finally:
             del self.activating[session_id]
 
+    async def place(self, session_id: str, user_id: str) -> tuple[ActorHandle, int]:
+        """A brand-new session, its id minted by the caller: stored and placed on an actor, which is not called.
+
+        Returns (actor, epoch); the caller's first chat carries the epoch and the actor activates the session on it:
+        one round trip fewer before a new session's first token (issue 17, lever 2). A placement the directory
+        passivates before that chat arrives has its epoch retired on the actor (``SessionActor.passivate``): the
+        late chat is refused (``SessionMoved``), and the session is activated once, through ``activate``.
+        """
+        self.counters["lookups"] += 1
+        self._own(session_id)
+        self.store.create_session(user_id, session_id)
+        await self._make_room()
+        host = await self._place()
+        host.sessions.add(session_id)
+        self.epoch += 1
+        self.live[session_id] = _Live(host, user_id, time.monotonic(), self.epoch)
+        self.counters["activations"] += 1
+        self.activation_counts[session_id] = self.activation_counts.get(session_id, 0) + 1
+        return host.actor, self.epoch
+
+    def _own(self, session_id: str) -> None:
+        if partition_of(session_id, self.partitions) != self.partition:
+            # Only while a redeploy changes the partition count: the caller's mapping is not this partition's.
+            raise Overloaded(
+                f"Session '{session_id}' belongs to another directory partition; retry shortly", retry_after=1.0
+            )
+
     async def _activate_somewhere(self, session_id: str, user_id: str, new: bool) -> _Host:
         """Place and activate; an actor that turns out dead (its node is gone) is dropped and the next one tried."""
         for _ in range(self.max_actors + 1):
@@ -181,9 +207,13 @@ class SessionDirectory:
             self.wanted.set()
             self.counters["cohosted"] += 1
             return min(self.hosts, key=lambda h: len(h.sessions))
-        host = _Host(await self._create())
-        self.hosts.append(host)
-        return host
+        # No actor up: concurrent first activations share one process start (each its own overshot the actor cap).
+        async with self._cold:
+            if self.pool or self.hosts:
+                return await self._place()
+            host = _Host(await self._create())
+            self.hosts.append(host)
+            return host
 
     async def _create(self) -> ActorHandle:
         self.creating += 1
@@ -207,22 +237,13 @@ class SessionDirectory:
         for provider in await self._pools():
             actor.warm.remote(provider.pool_app, provider.provider_id)
 
-    async def _pools(self) -> list[ProviderConfig]:
-        """The pool deployments, from the book; a partition without it asks partition 0 (best effort, as warming)."""
-        if self.book is not None:
-            return self.book.pools()
-        try:
-            providers = await asyncio.wait_for(self._partition(0).list_providers.remote(), timeout=10.0)
-        except Exception:
-            log.warning("partition 0 did not list the providers; a new actor warms no pool", exc_info=True)
-            return []
-        return pool_deployments(providers)
-
-    def _partition(self, partition: int) -> Any:
-        return serve.get_deployment_handle(directory_name(partition), app_name=self.app_name)
-
     def _share(self, total: int, floor: int = 0) -> int:
         return share(total, self.partitions, self.partition, floor=floor)
+
+    def _warm_size(self) -> int:
+        """This partition's warm pool: at least one actor while any is wanted, or its first new session would wait
+        for a process start (~0.8 s); the cluster's pool is then max(warm_pool_size, partitions)."""
+        return self._share(self.settings.warm_pool_size, floor=min(1, self.settings.warm_pool_size))
 
     def _actor_count(self) -> int:
         return len(self.hosts) + len(self.pool) + self.creating
@@ -230,9 +251,7 @@ class SessionDirectory:
     def _short(self) -> bool:
         """More actors are wanted: the pool is below size, or sessions share actors."""
         packed = len(self.live) > len(self.hosts)
-        return self._actor_count() < self.max_actors and (
-            len(self.pool) < self._share(self.settings.warm_pool_size) or packed
-        )
+        return self._actor_count() < self.max_actors and (len(self.pool) < self._warm_size() or packed)
 
     # background upkeep
 
@@ -301,16 +320,18 @@ class SessionDirectory:
         reported: dict[str, float] = {}
         for found in await asyncio.gather(*(ages(host) for host in list(self.hosts))):
             reported |= found
-        # The directory's own order (activations) breaks ties and places sessions whose actor did not answer.
+        # A session its actor does not report (the actor did not answer, or a placement awaits its first chat) is as
+        # idle as the directory last saw it; the directory's own order breaks ties.
+        now = time.monotonic()
         rank = {session_id: i for i, session_id in enumerate(self.live)}
-        return sorted(rank, key=lambda sid: (-reported.get(sid, float("inf")), rank[sid]))
+        return sorted(rank, key=lambda sid: (-reported.get(sid, now - self.live[sid].last_used), rank[sid]))
 
     async def _passivate(self, session_id: str, min_idle_s: float) -> bool:
         entry = self.live.get(session_id)
         if entry is None or session_id in self.activating:
             return False
         try:
-            if not await entry.host.actor.passivate.remote(session_id, min_idle_s):
+            if not await entry.host.actor.passivate.remote(session_id, min_idle_s, entry.epoch):
                 return False
         except ray.exceptions.RayActorError:
             self._drop_host(entry.host)
@@ -326,7 +347,7 @@ class SessionDirectory:
 
     def _trim_pool(self) -> None:
         """Kill pooled actors beyond the warm size only after ``pool_idle_ttl_s``: steady load never churns."""
-        now, warm = time.monotonic(), self._share(self.settings.warm_pool_size)
+        now, warm = time.monotonic(), self._warm_size()
         while len(self.pool) > warm and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
             ray.kill(self.pool.pop(0)[0])
 
@@ -431,37 +452,6 @@ class SessionDirectory:
         """(this partition, of how many): the ingress checks both agree with its own mapping (``/readyz``)."""
         return self.partition, self.partitions
 
-    # providers
-
-    def _book(self) -> ProviderBook:
-        if self.book is None:
-            raise InvalidRequest(f"Providers are kept by directory partition 0, not {self.partition}")
-        return self.book
-
-    def list_providers(self) -> list[ProviderConfig]:
-        return self._book().list()
-
-    async def register_provider(self, config: ProviderConfig) -> ProviderConfig:
-        """A shared provider is stored and versioned; a dedicated one gets its pool first. Nothing else restarts."""
-        public = await self._book().register(config)
-        if config.is_dedicated:
-            # Every actor of every partition, live or pooled, opens the new pool's handle before the caller hears back
-            # (the deploy took seconds; this ~0.3 s): the first turns sent to it do not each wait for a router.
-            others = (
-                self._partition(i).warm.remote(public.pool_app, public.provider_id) for i in range(1, self.partitions)
-            )
-            await asyncio.gather(self.warm(public.pool_app, public.provider_id), *others, return_exceptions=True)
-        return public
-
-    async def warm(self, pool_app: str | None, provider_id: str) -> None:
-        """Every actor of this partition opens a handle to the pool now (a dedicated pool just registered)."""
-        await asyncio.gather(
-            *(actor.warm.remote(pool_app, provider_id) for actor in self.actors()), return_exceptions=True
-        )
-
-    async def unregister_provider(self, provider_id: str) -> None:
-        await self._book().unregister(provider_id)
-
     def stats(self) -> dict[str, Any]:
         stored = self.store.count_sessions()
         return {
@@ -472,7 +462,7 @@ class SessionDirectory:
             # this partition's shares: actors.partitions.merge_stats adds them up to the cluster's
             "max_actors": self.max_actors,
             "max_live_sessions": self._share(self.settings.max_live_sessions, floor=1),
-            "warm_pool_size": self._share(self.settings.warm_pool_size),
+            "warm_pool_size": self._warm_size(),
             "idle_ttl_s": self.settings.idle_ttl_s,
             "pool_idle_ttl_s": self.settings.pool_idle_ttl_s,
             "retention_days": self.settings.retention_days,

@@ -75,19 +75,26 @@ class RayBackend(StoredSessions):
         session_id = session_id or mint_session_id()
         for _ in range(5):
             placed = self.placements.get(session_id)
+            activation = None
             if placed is not None and placed[1] == user_id:  # another user goes to the directory: a 404 there
                 actor = placed[0]
                 self.placements.move_to_end(session_id)
             else:
+                owner = self.directory.owner(session_id)
                 minted, new = new, False  # a retry may find the session stored: new on the first call only
                 try:
-                    _, actor = await self.directory.owner(session_id).activate.remote(session_id, user_id, minted)
+                    if minted:
+                        # Placed, not activated: this first chat activates it with the epoch (one round trip fewer).
+                        actor, epoch = await owner.place.remote(session_id, user_id)
+                        activation = (user_id, epoch)
+                    else:
+                        _, actor = await owner.activate.remote(session_id, user_id)
                 except ray.exceptions.RayActorError:
                     # The partition's replica died during the call (its actors with it); Serve starts another, which
                     # this retry waits for.
                     continue
                 self._place(session_id, actor, user_id)
-            stream = actor.chat.remote(session_id, request)
+            stream = actor.chat.remote(session_id, request, activation)
             try:
                 first = await (await anext(stream))
             except StopAsyncIteration:

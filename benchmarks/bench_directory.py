@@ -1,6 +1,6 @@
 """Activations/s of the session directory with 1, 2 and 4 partitions, and the directory's CPU per activation.
 
-    .venv/bin/python benchmarks/bench_directory.py [--partitions 1,2,4] [--sessions 1500] [--concurrency 64]
+    .venv/bin/python -m benchmarks.bench_directory [--partitions 1,2,4] [--sessions 1500] [--concurrency 64]
         [--http] [--store postgresql://…]
 
 Starts its own local Ray cluster. For each partition count it deploys Relay afresh (config/serve.yaml, the echo
