@@ -169,7 +169,7 @@ class SessionDirectory(DirectoryProviders):
         self.counters["lookups"] += 1
         self._own(session_id)
         self.store.create_session(user_id, session_id)
-        await self._make_room()
+        await self._make_room(incoming=1)  # not in self.activating: nothing else can ask for this new id
         host = await self._place()
         host.sessions.add(session_id)
         self.epoch += 1
@@ -284,20 +284,20 @@ class SessionDirectory(DirectoryProviders):
         shortest = min(self.settings.idle_ttl_s, self.settings.pool_idle_ttl_s)
         return min(_SWEEP_MAX_S, max(0.5, shortest / 4))
 
-    async def _make_room(self) -> int:
-        """Passivate least recently used idle sessions until the live and activating ones fit the cap.
+    async def _make_room(self, incoming: int = 0) -> int:
+        """Passivate least recently used idle sessions until the live, activating and ``incoming`` ones fit the cap.
 
         A busy session is skipped, not waited for, and the pass goes on down the LRU order: the cap stays
         exceeded only while every session over it is mid-turn. A session handed out for a turn that has not
         started yet can be passivated too; its caller gets ``SessionMoved`` and activates it again.
         """
         cap = self._share(self.settings.max_live_sessions, floor=1)
-        if len(self.live) + len(self.activating) <= cap:
+        if len(self.live) + len(self.activating) + incoming <= cap:
             return 0
         passivated = 0
         async with self._room:
             for session_id in await self._least_recently_used():
-                if len(self.live) + len(self.activating) <= cap:
+                if len(self.live) + len(self.activating) + incoming <= cap:
                     break
                 if await self._passivate(session_id, 0.0):
                     passivated += 1

@@ -36,7 +36,9 @@ async def send(http: httpx.AsyncClient, sid: str | None, text: str) -> dict[str,
 
 
 async def hosts(relay: Relay, sid: str) -> int:
-    on_actors = Counter(s for actor in await relay.directory.actors.remote() for s in await actor.hosted.remote())
+    on_actors: Counter[str] = Counter()
+    for actor in await relay.directory.actors.remote():
+        on_actors.update(await actor.hosted.remote())
     return on_actors[sid]
 
 
