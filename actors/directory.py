@@ -93,6 +93,7 @@ class SessionDirectory(DirectoryProviders):
         self.retuned = asyncio.Event()  # wakes the sweep when the lifecycle settings change
         self._room = asyncio.Lock()  # one LRU pass at a time: concurrent ones would passivate too many
         self._cold = asyncio.Lock()
+        self._started = asyncio.Event()  # set whenever a process start ends, well or not
         # One book for the cluster, in partition 0: a registration is made and versioned once.
         self.book = ProviderBook(settings, self.store, self.app_name) if partition == 0 else None
         self.counters = {
@@ -207,8 +208,12 @@ class SessionDirectory(DirectoryProviders):
             self.wanted.set()
             self.counters["cohosted"] += 1
             return min(self.hosts, key=lambda h: len(h.sessions))
-        # No actor up: concurrent first activations share one process start (each its own overshot the actor cap).
+        # No actor up: concurrent first activations share one process start, the pool's if one is under way (a start
+        # each overshot the actor cap).
         async with self._cold:
+            while not self.pool and not self.hosts and self.creating:  # _grow's start: take it, do not add one
+                self._started.clear()
+                await self._started.wait()
             if self.pool or self.hosts:
                 return await self._place()
             host = _Host(await self._create())
@@ -227,6 +232,7 @@ class SessionDirectory(DirectoryProviders):
             return actor
         finally:
             self.creating -= 1
+            self._started.set()
 
     async def _warm(self, actor: ActorHandle) -> None:
         """Start opening each pool deployment's handle in a new actor (the shared pool's once); nobody waits for it.
