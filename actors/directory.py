@@ -19,6 +19,9 @@ The directory is partitioned by session id (``actors.partitions``, which says wh
 not Serve's consistent-hash router): each partition is one replica of its own deployment, owns the sessions
 whose id hashes to it, and runs all of the above over its share of the caps. Partition 0 also keeps the
 provider book.
+
+A brand-new session is placed (``place``), not activated: its first chat activates it on the actor, carrying the
+placement's epoch, so a placement passivated before that chat can never activate the session a second time.
 """
 
 from __future__ import annotations

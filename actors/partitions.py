@@ -25,9 +25,10 @@ process and Python version (``hash()`` is salted per process), and growing N fro
 of the sessions. A new session's id is minted before it is routed (``mint_session_id``), by the ingress.
 
 The cluster's actor cap, warm pool size and live-session cap are split between the partitions (``share``), so
-their totals stay what one directory had; each partition reports its share in ``stats`` and ``merge_stats``
-adds them up for the ingress, ``relay status`` and ``/readyz``. The provider book lives in partition 0 only:
-registration is not duplicated, and the other partitions ask partition 0 which pools a new actor warms.
+their totals stay what one directory had, but for a floor of one actor and one warm actor per partition. Each
+partition reports its share in ``stats``, and ``merge_stats`` adds them up for the ingress, ``relay status`` and
+``/readyz``. The provider book lives in partition 0 only: registration is not duplicated, and the other partitions
+ask partition 0 which pools a new actor warms.
 """
 
 from __future__ import annotations
