@@ -250,8 +250,11 @@ class SessionDirectory(DirectoryProviders):
         return share(total, self.partitions, self.partition, floor=floor)
 
     def _warm_size(self) -> int:
-        """This partition's warm pool: at least one actor while any is wanted, or its first new session would wait
-        for a process start (~0.8 s); the cluster's pool is then max(warm_pool_size, partitions)."""
+        """This partition's warm pool: at least one actor while any is wanted.
+
+        Without one, the partition's first new session would wait for a process start (~0.8 s). The cluster's pool
+        is then max(warm_pool_size, partitions).
+        """
         return self._share(self.settings.warm_pool_size, floor=min(1, self.settings.warm_pool_size))
 
     def _actor_count(self) -> int:
