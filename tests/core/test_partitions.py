@@ -8,7 +8,9 @@ import sys
 from collections import Counter
 
 import pytest
+from ray.serve._private.build_app import build_app
 
+import serve_app
 from actors.names import directory_name
 from actors.partitions import merge_stats, mint_session_id, partition_of, share
 from relay.store import new_id
@@ -56,6 +58,15 @@ def test_a_partition_mints_ids_it_owns() -> None:
 
 def test_partition_zero_keeps_the_directory_name() -> None:
     assert [directory_name(i) for i in range(3)] == ["SessionDirectory", "SessionDirectory-1", "SessionDirectory-2"]
+
+
+def test_the_app_builds_one_single_replica_deployment_per_partition() -> None:
+    built = build_app(serve_app.app({"sessions": {"directory_partitions": 3}}), name="relay").deployments
+    directories = [d for d in built if d.name.startswith("SessionDirectory")]
+    assert [d.name for d in directories] == [directory_name(i) for i in range(3)]
+    assert all(d.num_replicas == 1 and d.init_args[1] == i for i, d in enumerate(directories))
+    ingress = next(d for d in built if d.name == "Ingress")
+    assert [h.deployment_name for h in ingress.init_args[1]] == [directory_name(i) for i in range(3)]
 
 
 def test_the_shares_add_up_to_the_cluster_total() -> None:
