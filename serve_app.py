@@ -15,7 +15,7 @@ from ray.serve import Application
 
 from actors.directory import SessionDirectory
 from actors.ingress import Ingress
-from actors.names import SHARED_POOL
+from actors.names import SHARED_POOL, directory_name
 from actors.placement import dedicated_options
 from actors.provider_pool import ProviderPool
 from actors.shared_pool import SharedPool
@@ -44,7 +44,11 @@ def app(args: dict[str, Any] | None = None) -> Application:
         if p.is_dedicated
     }
     pools[SHARED_POOL] = _shared_pool(settings)
-    directory = SessionDirectory.bind(settings)
+    # One deployment of one replica per partition (actors.partitions says why not one deployment of N).
+    directory = [
+        SessionDirectory.options(name=directory_name(i)).bind(settings, i)
+        for i in range(settings.sessions.directory_partitions)
+    ]
     return Ingress.options(num_replicas=settings.ingress_replicas).bind(settings, directory, pools)
 
 

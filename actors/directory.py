@@ -14,6 +14,14 @@ Live sessions are capped too (``max_live_sessions``): each new activation, and
 a periodic sweep, passivates the least recently used idle sessions beyond it,
 skipping busy ones. The same sweep passivates sessions idle past ``idle_ttl_s``,
 trims the pool and applies retention (``retention_days``).
+
+The directory is partitioned by session id (``actors.partitions``, which says why N one-replica deployments and
+not Serve's consistent-hash router): each partition is one replica of its own deployment, owns the sessions
+whose id hashes to it, and runs all of the above over its share of the caps. Partition 0 also keeps the
+provider book.
+
+A brand-new session is placed (``place``), not activated: its first chat activates it on the actor, carrying the
+placement's epoch, so a placement passivated before that chat can never activate the session a second time.
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ import ray
 from ray import serve
 from ray.actor import ActorHandle
 
-from relay.config import ProviderConfig, RelaySettings, SessionSettings, live_cap_for
+from relay.config import RelaySettings, SessionSettings, live_cap_for
 from relay.errors import Conflict, InvalidRequest, Overloaded
 from relay.store import open_store
 
-from .provider_book import ProviderBook
+from .partitions import mint_session_id, partition_of, share
+from .provider_book import DirectoryProviders, ProviderBook
 from .session_actor import SessionActor
 
 __all__ = ["SessionDirectory"]
@@ -57,18 +66,24 @@ class _Live:
     host: _Host
     user_id: str
     last_used: float
+    epoch: int = 0  # a placement handed out by ``place`` (activated by its first chat); 0: activated here
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})
-class SessionDirectory:
-    async def __init__(self, settings: RelaySettings) -> None:
+class SessionDirectory(DirectoryProviders):
+    async def __init__(self, settings: RelaySettings, partition: int = 0) -> None:
+        """``settings.sessions`` holds the cluster's totals; this partition takes its share of each cap."""
+        self.partition = partition
+        self.partitions = settings.sessions.directory_partitions
+        self.app_name = serve.get_replica_context().app_name
         self.settings = settings.sessions
         self.store_url = settings.store_url
         self.default_provider = settings.default_provider
         self.context = settings.context
         self.prices = settings.prices
         self.store = open_store(settings.store_url)
-        self.max_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
+        cluster_actors = self.settings.max_actors or live_cap_for(ray.cluster_resources().get("CPU", 1))
+        self.max_actors = share(cluster_actors, self.partitions, partition, floor=1)
         self.live: OrderedDict[str, _Live] = OrderedDict()
         self.hosts: list[_Host] = []
         self.pool: list[tuple[ActorHandle, float]] = []  # (blank actor, pooled since)
@@ -76,10 +91,14 @@ class SessionDirectory:
         self.activating: dict[str, asyncio.Future[_Host]] = {}
         # Activations of each live session: more than one would be a double activation (dropped on passivation).
         self.activation_counts: dict[str, int] = {}
+        self.epoch = 0  # the last placement handed out by ``place``: its actor activates on the first chat
         self.wanted = asyncio.Event()
         self.retuned = asyncio.Event()  # wakes the sweep when the lifecycle settings change
         self._room = asyncio.Lock()  # one LRU pass at a time: concurrent ones would passivate too many
-        self.book = ProviderBook(settings, self.store, serve.get_replica_context().app_name)
+        self._cold = asyncio.Lock()
+        self._started = asyncio.Event()  # set whenever a process start ends, well or not
+        # One book for the cluster, in partition 0: a registration is made and versioned once.
+        self.book = ProviderBook(settings, self.store, self.app_name) if partition == 0 else None
         self.counters = {
             "lookups": 0,  # activate calls, live sessions included: what the ingress's placements spare
             "activations": 0,
@@ -91,16 +110,25 @@ class SessionDirectory:
             "cohosted": 0,
         }
         # Before the first request: registered providers must be routable as soon as the directory answers.
-        await self.book.restore()
+        if self.book is not None:
+            await self.book.restore()
         self._tasks = [asyncio.create_task(self._grow()), asyncio.create_task(self._reap())]
 
     # activation
 
-    async def activate(self, session_id: str | None, user_id: str) -> tuple[str, ActorHandle]:
+    async def activate(self, session_id: str | None, user_id: str, new: bool = False) -> tuple[str, ActorHandle]:
+        """The session's actor, activating it if needed.
+
+        ``new``: the caller minted ``session_id`` for a session nobody has seen (the ingress does, to route it to
+        its partition), so it is created without a read first. A new session's actor has nothing to read back.
+        """
         self.counters["lookups"] += 1
-        new = session_id is None  # created here: its actor has nothing to read back
         if session_id is None:
-            session_id = (await self.store.offload(self.store.create_session, user_id))["session_id"]
+            session_id, new = mint_session_id(self.partition, self.partitions), True
+        else:
+            self._own(session_id)
+        if new:
+            await self.store.offload(self.store.create_session, user_id, session_id)
         elif (entry := self.live.get(session_id)) is not None:
             if entry.user_id != user_id:
                 await self.store.offload(self.store.owned_session, session_id, user_id)
@@ -134,6 +162,33 @@ class SessionDirectory:
         finally:
             del self.activating[session_id]
 
+    async def place(self, session_id: str, user_id: str) -> tuple[ActorHandle, int]:
+        """A brand-new session, its id minted by the caller: stored and placed on an actor, which is not called.
+
+        Returns (actor, epoch); the caller's first chat carries the epoch and the actor activates the session on it:
+        one round trip fewer before a new session's first token (issue 17, lever 2). A placement the directory
+        passivates before that chat arrives has its epoch retired on the actor (``SessionActor.passivate``): the
+        late chat is refused (``SessionMoved``), and the session is activated once, through ``activate``.
+        """
+        self.counters["lookups"] += 1
+        self._own(session_id)
+        await self.store.offload(self.store.create_session, user_id, session_id)
+        await self._make_room(incoming=1)  # not in self.activating: nothing else can ask for this new id
+        host = await self._place()
+        host.sessions.add(session_id)
+        self.epoch += 1
+        self.live[session_id] = _Live(host, user_id, time.monotonic(), self.epoch)
+        self.counters["activations"] += 1
+        self.activation_counts[session_id] = self.activation_counts.get(session_id, 0) + 1
+        return host.actor, self.epoch
+
+    def _own(self, session_id: str) -> None:
+        if partition_of(session_id, self.partitions) != self.partition:
+            # Only while a redeploy changes the partition count: the caller's mapping is not this partition's.
+            raise Overloaded(
+                f"Session '{session_id}' belongs to another directory partition; retry shortly", retry_after=1.0
+            )
+
     async def _activate_somewhere(self, session_id: str, user_id: str, new: bool) -> _Host:
         """Place and activate; an actor that turns out dead (its node is gone) is dropped and the next one tried."""
         for _ in range(self.max_actors + 1):
@@ -156,9 +211,17 @@ class SessionDirectory:
             self.wanted.set()
             self.counters["cohosted"] += 1
             return min(self.hosts, key=lambda h: len(h.sessions))
-        host = _Host(await self._create())
-        self.hosts.append(host)
-        return host
+        # No actor up: concurrent first activations share one process start, the pool's if one is under way (a start
+        # each overshot the actor cap).
+        async with self._cold:
+            while not self.pool and not self.hosts and self.creating:  # _grow's start: take it, do not add one
+                self._started.clear()
+                await self._started.wait()
+            if self.pool or self.hosts:
+                return await self._place()
+            host = _Host(await self._create())
+            self.hosts.append(host)
+            return host
 
     async def _create(self) -> ActorHandle:
         self.creating += 1
@@ -167,20 +230,32 @@ class SessionDirectory:
                 self.store_url, self.context, self.prices
             )
             await actor.hosted.remote()
-            self._warm(actor)
+            await self._warm(actor)
             self.counters["created"] += 1
             return actor
         finally:
             self.creating -= 1
+            self._started.set()
 
-    def _warm(self, actor: ActorHandle) -> None:
+    async def _warm(self, actor: ActorHandle) -> None:
         """Start opening each pool deployment's handle in a new actor (the shared pool's once); nobody waits for it.
 
         A handle's first call waits ~0.3 s for its router to learn the pool's replicas (Decision 3 in
         benchmarks/README.md): paid here, not by the first turn the actor serves on each pool.
         """
-        for provider in self.book.pools():
+        for provider in await self._pools():
             actor.warm.remote(provider.pool_app, provider.provider_id)
+
+    def _share(self, total: int, floor: int = 0) -> int:
+        return share(total, self.partitions, self.partition, floor=floor)
+
+    def _warm_size(self) -> int:
+        """This partition's warm pool: at least one actor while any is wanted.
+
+        Without one, the partition's first new session would wait for a process start (~0.8 s). The cluster's pool
+        is then max(warm_pool_size, partitions).
+        """
+        return self._share(self.settings.warm_pool_size, floor=min(1, self.settings.warm_pool_size))
 
     def _actor_count(self) -> int:
         return len(self.hosts) + len(self.pool) + self.creating
@@ -188,7 +263,7 @@ class SessionDirectory:
     def _short(self) -> bool:
         """More actors are wanted: the pool is below size, or sessions share actors."""
         packed = len(self.live) > len(self.hosts)
-        return self._actor_count() < self.max_actors and (len(self.pool) < self.settings.warm_pool_size or packed)
+        return self._actor_count() < self.max_actors and (len(self.pool) < self._warm_size() or packed)
 
     # background upkeep
 
@@ -221,19 +296,20 @@ class SessionDirectory:
         shortest = min(self.settings.idle_ttl_s, self.settings.pool_idle_ttl_s)
         return min(_SWEEP_MAX_S, max(0.5, shortest / 4))
 
-    async def _make_room(self) -> int:
-        """Passivate least recently used idle sessions until the live and activating ones fit the cap.
+    async def _make_room(self, incoming: int = 0) -> int:
+        """Passivate least recently used idle sessions until the live, activating and ``incoming`` ones fit the cap.
 
         A busy session is skipped, not waited for, and the pass goes on down the LRU order: the cap stays
         exceeded only while every session over it is mid-turn. A session handed out for a turn that has not
         started yet can be passivated too; its caller gets ``SessionMoved`` and activates it again.
         """
-        if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
+        cap = self._share(self.settings.max_live_sessions, floor=1)
+        if len(self.live) + len(self.activating) + incoming <= cap:
             return 0
         passivated = 0
         async with self._room:
             for session_id in await self._least_recently_used():
-                if len(self.live) + len(self.activating) <= self.settings.max_live_sessions:
+                if len(self.live) + len(self.activating) + incoming <= cap:
                     break
                 if await self._passivate(session_id, 0.0):
                     passivated += 1
@@ -256,16 +332,18 @@ class SessionDirectory:
         reported: dict[str, float] = {}
         for found in await asyncio.gather(*(ages(host) for host in list(self.hosts))):
             reported |= found
-        # The directory's own order (activations) breaks ties and places sessions whose actor did not answer.
+        # A session its actor does not report (the actor did not answer, or a placement awaits its first chat) is as
+        # idle as the directory last saw it; the directory's own order breaks ties.
+        now = time.monotonic()
         rank = {session_id: i for i, session_id in enumerate(self.live)}
-        return sorted(rank, key=lambda sid: (-reported.get(sid, float("inf")), rank[sid]))
+        return sorted(rank, key=lambda sid: (-reported.get(sid, now - self.live[sid].last_used), rank[sid]))
 
     async def _passivate(self, session_id: str, min_idle_s: float) -> bool:
         entry = self.live.get(session_id)
         if entry is None or session_id in self.activating:
             return False
         try:
-            if not await entry.host.actor.passivate.remote(session_id, min_idle_s):
+            if not await entry.host.actor.passivate.remote(session_id, min_idle_s, entry.epoch):
                 return False
         except ray.exceptions.RayActorError:
             self._drop_host(entry.host)
@@ -281,8 +359,8 @@ class SessionDirectory:
 
     def _trim_pool(self) -> None:
         """Kill pooled actors beyond the warm size only after ``pool_idle_ttl_s``: steady load never churns."""
-        now = time.monotonic()
-        while len(self.pool) > self.settings.warm_pool_size and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
+        now, warm = time.monotonic(), self._warm_size()
+        while len(self.pool) > warm and now - self.pool[0][1] > self.settings.pool_idle_ttl_s:
             ray.kill(self.pool.pop(0)[0])
 
     async def evict(self, session_id: str) -> None:
@@ -298,15 +376,24 @@ class SessionDirectory:
         return [sid for sid in candidates if await self._passivate(sid, min_idle_s)]
 
     def expire(self, idle_before: float) -> int:
-        """Retention: delete stored sessions untouched since ``idle_before``; live and activating ones stay."""
-        deleted = self.store.delete_expired(idle_before, keep=lambda sid: sid in self.live or sid in self.activating)
+        """Retention: delete this partition's stored sessions untouched since ``idle_before``; live ones stay."""
+        deleted = self.store.delete_expired(idle_before, keep=self._keeps)
         self.counters["expired"] += deleted
         return deleted
+
+    def _keeps(self, session_id: str) -> bool:
+        """Retention spares live and activating sessions, and another partition's: only their owner knows them."""
+        return (
+            session_id in self.live
+            or session_id in self.activating
+            or partition_of(session_id, self.partitions) != self.partition
+        )
 
     def tune(self, **changes: Any) -> dict[str, Any]:
         """Change lifecycle settings of the running directory without a redeploy; returns the values replaced.
 
         The sweep wakes at once, so a lower cap or a shorter TTL takes effect now (operators, benchmarks, tests).
+        Values are the cluster's totals, as in the settings: tune every partition alike.
         """
         unknown = sorted(set(changes) - _TUNABLE)
         if unknown:
@@ -373,25 +460,9 @@ class SessionDirectory:
         """Every session actor process, live or pooled (for benchmarks and diagnostics)."""
         return [host.actor for host in self.hosts] + [actor for actor, _ in self.pool]
 
-    # providers
-
-    def list_providers(self) -> list[ProviderConfig]:
-        return self.book.list()
-
-    async def register_provider(self, config: ProviderConfig) -> ProviderConfig:
-        """A shared provider is stored and versioned; a dedicated one gets its pool first. Nothing else restarts."""
-        public = await self.book.register(config)
-        if config.is_dedicated:
-            # Every actor, live or pooled, opens the new pool's handle before the caller hears back (the deploy took
-            # seconds; this ~0.3 s): the first turns sent to it do not each wait for a router to warm up.
-            await asyncio.gather(
-                *(actor.warm.remote(public.pool_app, public.provider_id) for actor in self.actors()),
-                return_exceptions=True,
-            )
-        return public
-
-    async def unregister_provider(self, provider_id: str) -> None:
-        await self.book.unregister(provider_id)
+    def partition(self) -> tuple[int, int]:
+        """(this partition, of how many): the ingress checks both agree with its own mapping (``/readyz``)."""
+        return self.partition, self.partitions
 
     def stats(self) -> dict[str, Any]:
         stored = self.store.count_sessions()
@@ -400,9 +471,10 @@ class SessionDirectory:
             "live_actors": len(self.hosts),
             "pooled": len(self.pool),
             "creating": self.creating,
+            # this partition's shares: actors.partitions.merge_stats adds them up to the cluster's
             "max_actors": self.max_actors,
-            "max_live_sessions": self.settings.max_live_sessions,
-            "warm_pool_size": self.settings.warm_pool_size,
+            "max_live_sessions": self._share(self.settings.max_live_sessions, floor=1),
+            "warm_pool_size": self._warm_size(),
             "idle_ttl_s": self.settings.idle_ttl_s,
             "pool_idle_ttl_s": self.settings.pool_idle_ttl_s,
             "retention_days": self.settings.retention_days,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from relay.types import Batches
 from .limiter import RemoteUserLimits, limiter_name
 from .metrics import HttpMetrics, ingress_metrics
 from .names import PoolAddress
+from .partitions import DirectoryPartitions, mint_session_id
 from .pools import PoolHandles
 from .session_actor import SessionMoved
 
@@ -45,7 +47,7 @@ PROVIDERS_TTL_S = 2.0
 
 
 class RayBackend(StoredSessions):
-    def __init__(self, settings: RelaySettings, directory: DeploymentHandle) -> None:
+    def __init__(self, settings: RelaySettings, directory: DirectoryPartitions) -> None:
         self.settings = settings
         self.directory = directory
         self.store = open_store(settings.store_url)
@@ -55,27 +57,44 @@ class RayBackend(StoredSessions):
         self.pool_handles = PoolHandles()
         # Live sessions this replica has run: a turn of one calls its actor directly, not the directory (one Ray
         # round trip instead of two, and no single replica on every turn's path). The directory still owns
-        # activation: a moved or dead placement sends the turn back to it (SessionMoved, RayActorError).
+        # activation: a moved or dead placement sends the turn back to it (SessionMoved, RayActorError). The directory
+        # is partitioned by session id (actors.partitions): every call about one session goes to its owner.
         self.placements: OrderedDict[str, tuple[ActorHandle, str]] = OrderedDict()
 
     async def providers(self, refresh: bool = False) -> list[ProviderConfig]:
         now = time.monotonic()
         if self._providers is None or refresh or now - self._providers_read > PROVIDERS_TTL_S:
-            self._providers = await self.directory.list_providers.remote()
+            self._providers = await self.directory.providers.list_providers.remote()
             self._providers_read = now
         return self._providers
 
     async def open_run(self, *, session_id: str | None, user_id: str, request: ChatRequest) -> RunStream:
         request.load_hint = self.active + 1
+        # A new session's id is minted here, so that its first activation already goes to the partition owning it.
+        new = session_id is None
+        session_id = session_id or mint_session_id()
         for _ in range(5):
-            placed = self.placements.get(session_id) if session_id is not None else None
+            placed = self.placements.get(session_id)
+            activation = None
             if placed is not None and placed[1] == user_id:  # another user goes to the directory: a 404 there
                 actor = placed[0]
                 self.placements.move_to_end(session_id)
             else:
-                session_id, actor = await self.directory.activate.remote(session_id, user_id)
+                owner = self.directory.owner(session_id)
+                minted, new = new, False  # a retry may find the session stored: new on the first call only
+                try:
+                    if minted:
+                        # Placed, not activated: this first chat activates it with the epoch (one round trip fewer).
+                        actor, epoch = await owner.place.remote(session_id, user_id)
+                        activation = (user_id, epoch)
+                    else:
+                        _, actor = await owner.activate.remote(session_id, user_id)
+                except ray.exceptions.RayActorError:
+                    # The partition's replica died during the call (its actors with it); Serve starts another, which
+                    # this retry waits for.
+                    continue
                 self._place(session_id, actor, user_id)
-            stream = actor.chat.remote(session_id, request)
+            stream = actor.chat.remote(session_id, request, activation)
             try:
                 first = await (await anext(stream))
             except StopAsyncIteration:
@@ -84,8 +103,7 @@ class RayBackend(StoredSessions):
                 self.placements.pop(session_id, None)
                 continue
             except ray.exceptions.RayActorError:
-                self.placements.pop(session_id, None)
-                await self.directory.forget.remote(session_id, actor)
+                await self._forget(session_id, actor)
                 continue
             except BaseException:
                 ray.cancel(stream)
@@ -93,15 +111,22 @@ class RayBackend(StoredSessions):
             return RunStream(session_id, self._batches(session_id, actor, first, stream), self._closer(stream))
         raise Overloaded(f"Session '{session_id}' could not be activated; retry shortly", retry_after=1.0)
 
+    async def _forget(self, session_id: str, actor: ActorHandle) -> None:
+        """Drop a dead placement and tell its partition.
+
+        A partition that died too (its actors die with it) has nothing to forget: its new replica starts empty.
+        """
+        self.placements.pop(session_id, None)
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            await self.directory.owner(session_id).forget.remote(session_id, actor)
+
     def _place(self, session_id: str, actor: ActorHandle, user_id: str) -> None:
         self.placements[session_id] = (actor, user_id)
         self.placements.move_to_end(session_id)
         while len(self.placements) > MAX_PLACEMENTS:
             self.placements.popitem(last=False)
 
-    async def _batches(
-        self, session_id: str, actor: Any, first: list[dict[str, Any]], stream: Any
-    ) -> Batches:
+    async def _batches(self, session_id: str, actor: Any, first: list[dict[str, Any]], stream: Any) -> Batches:
         self.active += 1
         seen: list[str] = []  # the text this caller received, kept in case the actor dies with it
         try:
@@ -116,8 +141,7 @@ class RayBackend(StoredSessions):
                 except ray.exceptions.RayActorError:
                     # The actor (or its node) died mid-run: record what the caller saw, and answer like any failure.
                     await self.store.offload(self.store.interrupt_running, session_id, output="".join(seen))
-                    self.placements.pop(session_id, None)
-                    await self.directory.forget.remote(session_id, actor)
+                    await self._forget(session_id, actor)
                     error = RelayError("the session actor stopped mid-run; send the next message to continue")
                     yield [error.to_event(), {"type": "finish", "reason": "error"}]
                     return
@@ -133,7 +157,7 @@ class RayBackend(StoredSessions):
         return close
 
     async def cancel_run(self, session_id: str, run_id: str) -> bool:
-        actor = await self.directory.locate.remote(session_id)
+        actor = await self.directory.locate(session_id)
         if actor is None:
             return False
         try:
@@ -142,7 +166,7 @@ class RayBackend(StoredSessions):
             return False
 
     async def tail(self, session_id: str, run_id: str, after: int) -> Batches:
-        actor = await self.directory.locate.remote(session_id)
+        actor = await self.directory.locate(session_id)
         if actor is None:
             raise RunNotLive(run_id)
         stream = actor.tail.remote(session_id, run_id, after)
@@ -166,14 +190,14 @@ class RayBackend(StoredSessions):
 
     async def evict(self, session_id: str) -> None:
         self.placements.pop(session_id, None)
-        await self.directory.evict.remote(session_id)
+        await self.directory.owner(session_id).evict.remote(session_id)
 
     async def register_provider(self, config: ProviderConfig) -> None:
-        await self.directory.register_provider.remote(config)
+        await self.directory.providers.register_provider.remote(config)
         self._providers = None
 
     async def unregister_provider(self, provider_id: str) -> None:
-        await self.directory.unregister_provider.remote(provider_id)
+        await self.directory.providers.unregister_provider.remote(provider_id)
         self._providers = None
 
     async def provider_health(self) -> list[dict[str, Any]]:
@@ -222,14 +246,16 @@ class RayBackend(StoredSessions):
 
     async def ready(self) -> dict[str, Any]:
         try:
-            providers = await asyncio.wait_for(self.providers(refresh=True), timeout=5.0)
+            providers, _ = await asyncio.wait_for(
+                asyncio.gather(self.providers(refresh=True), self.directory.check()), timeout=5.0
+            )
         except Exception as exc:
             return {"directory": f"did not answer: {type(exc).__name__}", "pools": []}
         # serve.status() blocks on the controller: off the event loop that carries the streams.
         return {"directory": "ok", "pools": await asyncio.to_thread(self._pool_status, providers)}
 
     async def stats(self) -> dict[str, Any]:
-        sessions = await self.directory.stats.remote()
+        sessions = await self.directory.stats()
         providers = await self.providers(refresh=True)
         pools = self._pool_status(providers)
 
@@ -249,9 +275,10 @@ class RayBackend(StoredSessions):
 @serve.ingress()
 class Ingress:
     def __init__(
-        self, settings: RelaySettings, directory: DeploymentHandle, pools: dict[str, DeploymentHandle]
+        self, settings: RelaySettings, directory: list[DeploymentHandle], pools: dict[str, DeploymentHandle]
     ) -> None:
-        self.backend = RayBackend(settings, directory)
+        """``directory``: a handle per partition, in partition order."""
+        self.backend = RayBackend(settings, DirectoryPartitions(directory))
         # Bound pools become deployments of this app; the session actors look them up by name.
         self.pools = pools
         configure_logging([p.resolve_key() for p in settings.providers] + [os.environ.get(settings.admin_key_env)])
@@ -271,7 +298,7 @@ class Ingress:
         metrics = ingress_metrics()
         while True:
             try:
-                sessions = await self.backend.directory.stats.remote()
+                sessions = await self.backend.directory.stats()
                 for state in ("live", "pooled", "passivated"):
                     metrics.sessions.set(sessions.get(state, 0), tags={"state": state})
                 providers = await self.backend.providers()

@@ -11,14 +11,29 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SHARED_POOL", "PoolAddress", "pool_name", "registered_app_name", "shared_pool_app"]
+__all__ = [
+    "DIRECTORY",
+    "SHARED_POOL",
+    "PoolAddress",
+    "directory_name",
+    "pool_name",
+    "registered_app_name",
+    "shared_pool_app",
+]
 
 SHARED_POOL = "pool-shared"
+# Partition 0 of the session directory keeps the deployment's historic name: tools and tests that look it up by
+# name (and ``actors.evaluation``'s provider lookup) find the partition that also keeps the provider book.
+DIRECTORY = "SessionDirectory"
 _SHARED_MARK = "|shared|"
 
 
 def pool_name(provider_id: str) -> str:
     return f"pool-{provider_id}"
+
+
+def directory_name(partition: int) -> str:
+    return DIRECTORY if partition == 0 else f"{DIRECTORY}-{partition}"
 
 
 def registered_app_name(provider_id: str) -> str:

@@ -1,6 +1,6 @@
 """``ProviderBook``: the providers the cluster serves, where each one's pool runs, and their registration.
 
-Kept by the ``SessionDirectory`` (one owner, so one answer to "where is this
+Kept by partition 0 of the ``SessionDirectory`` (one owner, so one answer to "where is this
 provider's pool"). Registering a shared provider writes the store and gives it a
 new version in its ``pool_app``: nothing is deployed, and every shared pool
 replica builds it on its next request from the store (``actors.shared_pool``). A
@@ -13,19 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ray import serve
+from ray.actor import ActorHandle
 
 from relay.config import ProviderConfig, RelaySettings
-from relay.errors import Conflict
+from relay.errors import Conflict, InvalidRequest
 from relay.providers.catalog import ProviderCatalog
 from relay.providers.features import known_type
 from relay.store import Store
 
-from .names import PoolAddress, registered_app_name, shared_pool_app
+from .names import PoolAddress, directory_name, registered_app_name, shared_pool_app
 from .placement import deploy_dedicated_pool
 
-__all__ = ["ProviderBook"]
+__all__ = ["DirectoryProviders", "ProviderBook", "pool_deployments"]
 
 log = logging.getLogger("relay.directory")
 
@@ -46,12 +49,7 @@ class ProviderBook:
         return list(self.providers.values())
 
     def pools(self) -> list[ProviderConfig]:
-        """One provider per pool deployment: what a new process opens a handle to (once for the shared pool)."""
-        seen: dict[tuple[str, str], ProviderConfig] = {}
-        for config in self.providers.values():
-            address = PoolAddress.of(config.pool_app, config.provider_id)
-            seen.setdefault((address.app, address.deployment), config)
-        return list(seen.values())
+        return pool_deployments(self.providers.values())
 
     async def register(self, config: ProviderConfig) -> ProviderConfig:
         """Shared: store it and version it (milliseconds). Dedicated: deploy its pool first, then store it."""
@@ -100,6 +98,68 @@ class ProviderBook:
                 self.providers[config.provider_id] = _public(config, app_name)
             except Exception:
                 log.exception("restoring provider %s failed", config.provider_id)
+
+
+class DirectoryProviders:
+    """The provider calls of a ``SessionDirectory`` partition: partition 0 keeps the book, the others ask it."""
+
+    book: ProviderBook | None
+    partition: int
+    partitions: int
+    app_name: str
+    actors: Callable[[], list[ActorHandle]]  # every session actor of this partition
+
+    def _book(self) -> ProviderBook:
+        if self.book is None:
+            raise InvalidRequest(f"Providers are kept by directory partition 0, not {self.partition}")
+        return self.book
+
+    def _partition(self, partition: int) -> Any:
+        return serve.get_deployment_handle(directory_name(partition), app_name=self.app_name)
+
+    def list_providers(self) -> list[ProviderConfig]:
+        return self._book().list()
+
+    async def register_provider(self, config: ProviderConfig) -> ProviderConfig:
+        """A shared provider is stored and versioned; a dedicated one gets its pool first. Nothing else restarts."""
+        public = await self._book().register(config)
+        if config.is_dedicated:
+            # Every actor of every partition, live or pooled, opens the new pool's handle before the caller hears back
+            # (the deploy took seconds; this ~0.3 s): the first turns sent to it do not each wait for a router.
+            others = (
+                self._partition(i).warm.remote(public.pool_app, public.provider_id) for i in range(1, self.partitions)
+            )
+            await asyncio.gather(self.warm(public.pool_app, public.provider_id), *others, return_exceptions=True)
+        return public
+
+    async def warm(self, pool_app: str | None, provider_id: str) -> None:
+        """Every actor of this partition opens a handle to the pool now (a dedicated pool just registered)."""
+        await asyncio.gather(
+            *(actor.warm.remote(pool_app, provider_id) for actor in self.actors()), return_exceptions=True
+        )
+
+    async def unregister_provider(self, provider_id: str) -> None:
+        await self._book().unregister(provider_id)
+
+    async def _pools(self) -> list[ProviderConfig]:
+        """The pool deployments, from the book; a partition without it asks partition 0 (best effort, as warming)."""
+        if self.book is not None:
+            return self.book.pools()
+        try:
+            providers = await asyncio.wait_for(self._partition(0).list_providers.remote(), timeout=10.0)
+        except Exception:
+            log.warning("partition 0 did not list the providers; a new actor warms no pool", exc_info=True)
+            return []
+        return pool_deployments(providers)
+
+
+def pool_deployments(providers: Iterable[ProviderConfig]) -> list[ProviderConfig]:
+    """One provider per pool deployment: what a new process opens a handle to (once for the shared pool)."""
+    seen: dict[tuple[str, str], ProviderConfig] = {}
+    for config in providers:
+        address = PoolAddress.of(config.pool_app, config.provider_id)
+        seen.setdefault((address.app, address.deployment), config)
+    return list(seen.values())
 
 
 def _public(config: ProviderConfig, pool_app: str) -> ProviderConfig:

@@ -50,6 +50,8 @@ class SessionActor:
         self.pool_handles = PoolHandles()
         # One per process, shared by its sessions; it reads the pools' counters at most once a second.
         self.balancer = Balancer(self._pool_stats, stats_ttl_s=1.0)
+        # Placements (SessionDirectory.place) passivated before their first chat came: that chat must not activate.
+        self.retired: dict[str, int] = {}
 
     async def activate(self, session_id: str, user_id: str, new: bool = False) -> None:
         """``new``: the directory just created the session, so there is no run to interrupt and no history to read.
@@ -57,6 +59,7 @@ class SessionActor:
         The store's reads and writes are awaited off the loop: the sessions this actor already hosts keep streaming.
         The directory activates a session once and sends no turn before this returns, so nothing interleaves here.
         """
+        self.retired.pop(session_id, None)
         session = Session(
             self.store, session_id, user_id, self.context, self.balancer, self.prices, spend_metrics().record
         )
@@ -65,10 +68,18 @@ class SessionActor:
             await session.restore()
         self.sessions[session_id] = session
 
-    async def chat(self, session_id: str, request: ChatRequest) -> Batches:
+    async def chat(self, session_id: str, request: ChatRequest, activation: tuple[str, int] | None = None) -> Batches:
+        """``activation``: (user, epoch) of a brand-new session the directory placed here without activating it.
+
+        It activates the session unless its epoch was retired (the placement was passivated before this chat came):
+        a stale placement never activates a session a second time.
+        """
         session = self.sessions.get(session_id)
         if session is None:
-            raise SessionMoved(session_id)
+            if activation is None or activation[1] <= self.retired.get(session_id, 0):
+                raise SessionMoved(session_id)
+            await self.activate(session_id, activation[0], new=True)
+            session = self.sessions[session_id]
         set_request_id(request.request_id)  # this call's own context: its log lines carry the ingress's id
         async for batch in session.chat(request, self._open_stream):
             yield batch
@@ -113,10 +124,15 @@ class SessionActor:
         session = self.sessions.get(session_id)
         return session is not None and session.cancel(run_id)
 
-    def passivate(self, session_id: str, min_idle_s: float) -> bool:
-        """Drop the session if no turn runs or waits and it was idle long enough; it is all stored."""
+    def passivate(self, session_id: str, min_idle_s: float, epoch: int = 0) -> bool:
+        """Drop the session if no turn runs or waits and it was idle long enough; it is all stored.
+
+        ``epoch``: the directory's placement of the session here; if its first chat has not come, it never will.
+        """
         session = self.sessions.get(session_id)
         if session is None:
+            if epoch:
+                self.retired[session_id] = epoch
             return True
         if session.busy or time.monotonic() - session.last_active < min_idle_s:
             return False

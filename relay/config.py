@@ -340,6 +340,10 @@ class SessionSettings(BaseModel):
     retention_days: float | None = Field(default=None, gt=0)
     # Extra Ray resources each session actor requires, to pin sessions to chosen nodes (e.g. {"sessions": 0.001}).
     actor_resources: dict[str, float] = Field(default_factory=dict)
+    # Session directory partitions (actors.partitions): each owns the sessions whose id hashes to it, with its share
+    # of max_actors, warm_pool_size and max_live_sessions. One does ~185-350 activations/s on 70 % of a core: about
+    # one per 16 cores (benchmarks/README.md, "The directory partitioned"); a change redeploys every partition.
+    directory_partitions: int = Field(default=1, ge=1)
 
 
 class SharedPoolSettings(BaseModel):

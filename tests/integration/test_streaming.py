@@ -13,6 +13,7 @@ import pytest
 import websockets
 
 from actors.ingress import RayBackend
+from actors.partitions import DirectoryPartitions
 from relay.config import RelaySettings
 from relay.http.app import build_app
 from relay.store import open_store
@@ -201,7 +202,7 @@ async def test_a_websocket_cancel_reaches_the_upstream_through_serve(relay: Rela
 
 async def test_resume_lands_on_another_ingress(relay: Relay) -> None:
     """A second ingress, in this process, over the same directory and store: it finds the run on its actor."""
-    other = RayBackend(RelaySettings(store_url=relay.store_url), relay.directory)
+    other = RayBackend(RelaySettings(store_url=relay.store_url), DirectoryPartitions([relay.directory]))
     owner = {"X-User-Id": "hopper"}
     body = {
         "resumable": True,
