@@ -460,7 +460,7 @@ class SessionDirectory(DirectoryProviders):
         """Every session actor process, live or pooled (for benchmarks and diagnostics)."""
         return [host.actor for host in self.hosts] + [actor for actor, _ in self.pool]
 
-    def partition(self) -> tuple[int, int]:
+    def identity(self) -> tuple[int, int]:
         """(this partition, of how many): the ingress checks both agree with its own mapping (``/readyz``)."""
         return self.partition, self.partitions
 

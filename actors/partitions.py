@@ -135,7 +135,7 @@ class DirectoryPartitions:
 
     async def check(self) -> None:
         """Every partition answers and counts the partitions as this caller does; raises otherwise."""
-        answers = await asyncio.gather(*(handle.partition.remote() for handle in self.handles))
+        answers = await asyncio.gather(*(handle.identity.remote() for handle in self.handles))
         for index, (partition, partitions) in enumerate(answers):
             if (partition, partitions) != (index, len(self.handles)):
                 raise RuntimeError(f"partition {index} says it is {partition} of {partitions}")
