@@ -46,6 +46,14 @@ def shared_replicas() -> list[str]:
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "pool-shared" in a["name"]]
 
 
+async def replaced(killed: set[str]) -> None:
+    """Wait until Serve has buried the killed replicas and started their successor (a kill is asynchronous)."""
+    deadline = time.monotonic() + 60
+    while (names := set(shared_replicas())) & killed or not names:
+        assert time.monotonic() < deadline, f"Serve did not replace the shared pool's replica: {names}"
+        await asyncio.sleep(0.1)
+
+
 async def test_one_shared_pool_serves_many_providers_each_with_its_own_text(
     relay: Relay, http: httpx.AsyncClient
 ) -> None:
@@ -103,8 +111,10 @@ async def test_update_and_delete_take_effect_on_the_next_request_and_after_a_rep
     assert text_of(await reply(http, "upd", "second")) == "second "
 
     # A replica that starts later reads the store: kill the shared pool's replica; Serve starts a fresh one.
-    for name in shared_replicas():
+    killed = set(shared_replicas())
+    for name in killed:
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    await replaced(killed)
     assert text_of(await reply(http, "upd", "third")) == "third "
     assert (await http.delete("/api/streaming/providers/upd")).status_code == 200
     assert (await reply(http, "upd", "fourth")).status_code == 404
