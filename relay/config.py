@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 
-# Coalescing defaults (relay.providers.coalesce): a pool replica's flush window is BASE_S x streams / PER_WINDOW.
+# Coalescing defaults (relay.providers.coalesce): a pool replica's flush window is BASE_S x streams / PER_WINDOW,
+# and BASE_S x streams under light load (up to 8 streams).
 COALESCE_BASE_S = 0.02
 COALESCE_PER_WINDOW = 4.0
 
@@ -375,7 +376,8 @@ class RelaySettings(BaseModel):
     admin_key_env: str = "RELAY_ADMIN_KEY"
     # A pool replica's flush window is base * streams / per_window (relay.providers.coalesce): at most per_window / base
     # batches/s (200) however many streams it carries. 4 cut Relay's CPU at C=32 by a third against 10
-    # (benchmarks/README.md); a lone stream still flushes every token at once.
+    # (benchmarks/README.md). Under light load it is base * streams, up to what 32 streams get (160 ms): half the
+    # CPU at 4-8 streams for the same first token; a quiet stream's first token and every finish go out at once.
     coalesce_base_s: float = COALESCE_BASE_S
     coalesce_per_window: float = COALESCE_PER_WINDOW
     ingress_replicas: int = 1

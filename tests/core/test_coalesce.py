@@ -39,6 +39,44 @@ async def test_heavy_load_packs_many_events_per_batch_and_keeps_them_all() -> No
     assert len(events) <= 4  # a batch's deltas travel as one event
 
 
+def test_the_window_grows_with_the_streams_and_faster_under_light_load() -> None:
+    def window_ms(streams: int) -> float:
+        return round(LoadGauge(base_s=0.02, per_window=4.0, active=streams).window() * 1000, 6)
+
+    # base x streams up to 8 streams, flat until base x streams / per_window overtakes it, then that
+    assert [window_ms(n) for n in (1, 4, 8, 16, 32, 64, 128)] == [20, 80, 160, 160, 160, 320, 640]
+    assert LoadGauge(base_s=0.02, per_window=4.0).window(hint=4) == pytest.approx(0.08)  # a caller's load hint
+
+
+async def test_the_finish_ends_a_window_that_started_before_it() -> None:
+    """The last tokens and the finish go out when the finish comes, not when a long window would end."""
+    released = [asyncio.Event(), asyncio.Event()]  # token "1", then the finish
+
+    class Gauge(LoadGauge):
+        calls = 0
+
+        def window(self, hint: int = 1) -> float:
+            # each call is the consumer deciding how long to hold a batch: the 2nd holds token "1" for 1,000 s,
+            # and the finish comes while it waits
+            released[min(Gauge.calls, 1)].set()
+            Gauge.calls += 1
+            return 1000.0
+
+    async def source() -> AsyncIterator[dict[str, Any]]:
+        yield text_delta("0")
+        await released[0].wait()
+        yield text_delta("1")
+        await released[1].wait()
+        yield finish("stop")
+
+    async def drain() -> list[list[dict[str, Any]]]:
+        return [batch async for batch in coalesce(source(), Gauge())]
+
+    batches = await asyncio.wait_for(drain(), timeout=30)  # a hang guard: the window is 1,000 s
+    assert batches[0] == [text_delta("0")]
+    assert [e["type"] for b in batches[1:] for e in b] == ["text-delta", "finish"]
+
+
 async def test_the_gauge_counts_streams_in_flight() -> None:
     gauge = LoadGauge()
     release = asyncio.Event()
