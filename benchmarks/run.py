@@ -2,10 +2,11 @@
 
     .venv/bin/python -m benchmarks.run [--concurrency 1,32,128] [--rounds 3] [--litellm [--litellm-workers 1,2]]
     .venv/bin/python -m benchmarks.run --ingress python,haproxy [--tokens 1]   # Serve's two ingresses side by side
+    .venv/bin/python -m benchmarks.run --configs config/serve.yaml,/tmp/wide.yaml   # two Serve configs side by side
 
 Starts the fake upstream (``benchmarks.fake_upstream``) and Relay (``.venv/bin/relay serve`` on a
 free port with a temporary data dir, unless ``--relay-url`` names a running one; with ``--ingress``
-one per Serve ingress, each with an admin key), registers the
+one per Serve ingress, each with an admin key; with ``--configs`` one per Serve config file), registers the
 upstream in Relay as provider ``bench`` (POST /api/streaming/providers/register), and with
 ``--litellm`` a pinned LiteLLM proxy from its own venv (``benchmarks/.venv-litellm``, created on
 first use). After a warm-up it measures every target at every concurrency, interleaved so that a
@@ -126,19 +127,29 @@ class Processes:
         self.running.clear()
 
 
-def start_relay(procs: Processes, upstream_url: str, args: argparse.Namespace, ingress: str | None = None) -> Target:
-    """Relay as a target; with ``ingress`` (``--ingress``), one ``relay serve --ingress INGRESS`` of its own."""
+def start_relay(
+    procs: Processes,
+    upstream_url: str,
+    args: argparse.Namespace,
+    ingress: str | None = None,
+    config: Path | None = None,
+) -> Target:
+    """Relay as a target; with ``ingress`` (``--ingress``), one ``relay serve --ingress INGRESS`` of its own; with
+    ``config`` (``--configs``), one ``relay serve --config CONFIG``, named after the file."""
     headers = {"Authorization": f"Bearer {args.relay_key}"} if args.relay_key else {}
     cpu_root = None
-    name = f"relay {ingress}" if ingress else "relay"
+    variant = ingress or (config.stem if config is not None else None)
+    name = f"relay {variant}" if variant else "relay"
     if args.relay_url:
         url = args.relay_url.rstrip("/")
     else:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         relay = str(ROOT / ".venv" / "bin" / "relay")
-        data_dir = procs.workdir / ("relay-data" if ingress is None else f"relay-data-{ingress}")
+        data_dir = procs.workdir / ("relay-data" if variant is None else f"relay-data-{variant}")
         argv = [relay, "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        if config is not None:
+            argv += ["--config", str(config)]
         if ingress is not None:
             # Every mode with auth on, so that HAProxy may serve a loopback bind (relay.cli.serve.check_ingress)
             # and both pay the same key check.
@@ -325,7 +336,10 @@ def running_targets(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[i
         targets = [Target("direct", f"{upstream_url}/v1/chat/completions", "fake")]
         if args.litellm:
             targets += [start_litellm(procs, upstream_url, workers) for workers in args.litellm_workers]
-        relays = [start_relay(procs, upstream_url, args, ingress) for ingress in args.ingress or [None]]
+        if args.configs:
+            relays = [start_relay(procs, upstream_url, args, config=config) for config in args.configs]
+        else:
+            relays = [start_relay(procs, upstream_url, args, ingress) for ingress in args.ingress or [None]]
         targets += relays
         relay = relays[0]
         if args.dedicated:  # the same Relay and upstream, the provider on a dedicated pool
@@ -395,6 +409,14 @@ def _ingresses(text: str) -> list[str]:
     return values
 
 
+def _configs(text: str) -> list[Path]:
+    paths = [Path(part.strip()).resolve() for part in text.split(",") if part.strip()]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if not paths or missing or len({path.stem for path in paths}) != len(paths):
+        raise argparse.ArgumentTypeError(f"comma-separated Serve config files with distinct names; missing: {missing}")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--concurrency", type=_ints, default=[1, 32, 128], help="e.g. 1,32,128")
@@ -418,12 +440,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="e.g. python,haproxy: one Relay per Serve ingress, each with an admin key (default: one, relay serve's)",
     )
+    parser.add_argument(
+        "--configs",
+        type=_configs,
+        default=None,
+        help="e.g. config/serve.yaml,/tmp/wide.yaml: one Relay per Serve config file, named by its stem",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.tokens < 1:
         parser.error("--rounds and --tokens must be at least 1")
-    if args.ingress and args.relay_url:
-        parser.error("--ingress starts its own Relays; it does not go with --relay-url")
+    if (args.ingress or args.configs) and args.relay_url:
+        parser.error("--ingress and --configs start their own Relays; they do not go with --relay-url")
+    if args.ingress and args.configs:
+        parser.error("--ingress and --configs each start their own Relays; pick one")
     rows = run(args)
     return 1 if any(row["errors"] for row in rows) else 0
 
