@@ -380,6 +380,10 @@ class RelaySettings(BaseModel):
     # CPU at 4-8 streams for the same first token; a quiet stream's first token and every finish go out at once.
     coalesce_base_s: float = COALESCE_BASE_S
     coalesce_per_window: float = COALESCE_PER_WINDOW
+    # A stream silent this long gets a keep-alive line (an SSE comment; Anthropic's ping event), so that idle
+    # timeouts on the way (60 s is common) do not cut a model that thinks, and a client that left is noticed
+    # (relay.http.keepalive). 0: never. sse-starlette's default.
+    stream_keepalive_s: float = Field(default=15.0, ge=0)
     ingress_replicas: int = 1
     # Serve's autoscaling_config for each configured pool that sets none of its own.
     pool_autoscaling: dict[str, Any] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.errors import RelayError, as_relay_error, from_event
@@ -21,6 +21,7 @@ from relay.http.gateway import (
     session_id_of,
 )
 from relay.http.io import caller, read_json
+from relay.http.keepalive import ANTHROPIC_PING, event_stream
 from relay.http.schemas import MessagesBody, parse_body
 from relay.providers.features import check_features
 from relay.providers.media import normalize_messages
@@ -76,10 +77,11 @@ def anthropic_routes(gateway: Gateway) -> list[Route]:
                 return _anthropic_error(from_event(reply.error), headers)
             return JSONResponse(anthropic_message(reply, body.model), headers=headers)
         encoder = AnthropicEncoder(body.model)
-        return StreamingResponse(
+        return event_stream(
             encoded(chain(first, run), run.close, encoder.encode),
-            media_type="text/event-stream",
-            headers=headers | SSE_HEADERS,
+            gateway.keepalive_s,
+            headers | SSE_HEADERS,
+            keepalive=ANTHROPIC_PING,
         )
 
     return [Route("/v1/messages", messages, methods=["POST"])]

@@ -134,6 +134,7 @@ class Gateway:
     def __init__(self, backend: Backend, limits: UserLimitsClient | None = None) -> None:
         self.backend = backend
         settings = backend.settings
+        self.keepalive_s = settings.stream_keepalive_s
         # Budgets seed from the store: a restarted ledger starts from what the period's runs already cost.
         ledger = BudgetLedger(seed=backend.store.spent, warn_at=settings.budgets.warn_at)
         self.limits = limits or LocalUserLimits(settings.limits, ledger=ledger)

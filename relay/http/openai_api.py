@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.errors import InvalidRequest, from_event
@@ -11,6 +11,7 @@ from relay.http.auth import identity_of
 from relay.http.encoders import OpenAIChunkEncoder, openai_completion
 from relay.http.gateway import SESSION_HEADER, SSE_HEADERS, Gateway, chain, collect, encoded, first_batch, session_id_of
 from relay.http.io import USER_HEADER, caller, error_response, read_json
+from relay.http.keepalive import event_stream
 from relay.http.schemas import ChatCompletionBody, parse_body
 
 __all__ = ["openai_routes"]
@@ -40,10 +41,8 @@ def openai_routes(gateway: Gateway) -> list[Route]:
             server_tools=frozenset(chat.tools.names if chat.tools else ()),
             relay_events=body.relay_events,
         )
-        return StreamingResponse(
-            encoded(chain(first, run), run.close, encoder.encode),
-            media_type="text/event-stream",
-            headers=headers | SSE_HEADERS,
+        return event_stream(
+            encoded(chain(first, run), run.close, encoder.encode), gateway.keepalive_s, headers | SSE_HEADERS
         )
 
     async def models(request: Request) -> Response:

@@ -24,12 +24,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.errors import InvalidRequest, NotFound, RelayError, from_event
 from relay.http.gateway import SESSION_HEADER, SSE_HEADERS, Gateway
 from relay.http.io import caller, error_response, int_param, read_json
+from relay.http.keepalive import event_stream
 from relay.providers.media import normalize_messages
 from relay.request import ChatRequest
 from relay.session.runlog import Cursor
@@ -204,7 +205,7 @@ def responses_routes(gateway: Gateway) -> list[Route]:
             if body.stream:  # §4: created (queued), queued, in_progress, …: the stream a resume from 0 replays
                 await started.wait()  # the run is in the store: its log can be followed
                 stream = await follow(skeleton, user_id, -1, encoding)
-                return StreamingResponse(stream, media_type="text/event-stream", headers=headers | SSE_HEADERS)
+                return event_stream(stream, gateway.keepalive_s, headers | SSE_HEADERS)
             return JSONResponse(skeleton, headers=headers)
         run = await gateway.open_run(session_id=session_id, user_id=user_id, request=chat)
 
@@ -216,9 +217,7 @@ def responses_routes(gateway: Gateway) -> list[Route]:
                     await backend.delete_session(session_id, user_id)
 
         if body.stream:
-            return StreamingResponse(
-                _stream(encoder, run.batches, close), media_type="text/event-stream", headers=headers | SSE_HEADERS
-            )
+            return event_stream(_stream(encoder, run.batches, close), gateway.keepalive_s, headers | SSE_HEADERS)
         failure: dict[str, Any] | None = None
         try:
             async for batch in run.batches:
@@ -243,7 +242,7 @@ def responses_routes(gateway: Gateway) -> list[Route]:
             raise _not_found(response_id)  # only a background response streams again (RESPONSES.md §4)
         after = int_param(request, "starting_after", -1, None)
         stream = await follow(row["skeleton"], user_id, -1 if after is None else after, row["encoding"])
-        return StreamingResponse(stream, media_type="text/event-stream")
+        return event_stream(stream, gateway.keepalive_s)
 
     async def follow(
         skeleton: dict[str, Any], user_id: str, after: int, encoding: dict[str, Any]

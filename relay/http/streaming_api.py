@@ -24,6 +24,7 @@ from relay.http.gateway import (
     session_id_of,
 )
 from relay.http.io import caller, read_json
+from relay.http.keepalive import event_stream
 from relay.http.schemas import StreamingChatBody, parse_body
 from relay.modes import GeneratorMode, apply_mode, check_mode, interleave
 from relay.session.backend import RunStream
@@ -34,7 +35,11 @@ __all__ = ["streaming_routes", "stream_response"]
 
 
 def stream_response(
-    batches: Batches, close: Callable[[], Awaitable[None]], stream_format: str, headers: dict[str, str]
+    batches: Batches,
+    close: Callable[[], Awaitable[None]],
+    stream_format: str,
+    headers: dict[str, str],
+    keepalive_s: float,
 ) -> StreamingResponse:
     if stream_format == "ndjson":
         return StreamingResponse(
@@ -44,9 +49,7 @@ def stream_response(
         return StreamingResponse(
             encoded(batches, close, encode_text), media_type="text/plain; charset=utf-8", headers=headers
         )
-    return StreamingResponse(
-        encoded(batches, close, encode_sse), media_type="text/event-stream", headers=headers | SSE_HEADERS
-    )
+    return event_stream(encoded(batches, close, encode_sse), keepalive_s, headers | SSE_HEADERS)
 
 
 def streaming_routes(gateway: Gateway) -> list[Route]:
@@ -85,8 +88,9 @@ def streaming_routes(gateway: Gateway) -> list[Route]:
             return JSONResponse(finish, status_code=status, headers=headers)
         batches = apply_mode(chain(first, run), generator)
         if body.resumable:
-            return stream_response(gateway.detach(batches, run.close).events(), noop, body.stream_format, headers)
-        return stream_response(batches, run.close, body.stream_format, headers)
+            events = gateway.detach(batches, run.close).events()
+            return stream_response(events, noop, body.stream_format, headers, gateway.keepalive_s)
+        return stream_response(batches, run.close, body.stream_format, headers, gateway.keepalive_s)
 
     async def interleaved(body: StreamingChatBody, user_id: str, session_id: str | None) -> Response:
         """One request to every provider in ``provider_ids``, each in its own session, merged as they stream."""
@@ -109,7 +113,7 @@ def streaming_routes(gateway: Gateway) -> list[Route]:
 
         headers = {SESSION_HEADER: ",".join(run.session_id for run in runs.values())}
         merged = interleave({provider: run.batches for provider, run in runs.items()})
-        return stream_response(merged, close, body.stream_format, headers)
+        return stream_response(merged, close, body.stream_format, headers, gateway.keepalive_s)
 
     async def resume(request: Request) -> Response:
         """``Last-Event-ID`` (or ``?after=``): the events the caller missed, then the live tail."""
@@ -120,8 +124,7 @@ def streaming_routes(gateway: Gateway) -> list[Route]:
         except ValueError:
             raise InvalidRequest(f"{param} must be an event id from this run", param=param) from None
         batches = await gateway.run_events(request.path_params["run_id"], caller(request), cursor)
-        stream = encoded(batches, noop, encode_sse)
-        return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+        return event_stream(encoded(batches, noop, encode_sse), gateway.keepalive_s, SSE_HEADERS)
 
     return [
         Route("/api/streaming/chat", streaming_chat, methods=["POST"]),
