@@ -12,24 +12,20 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
 import ray
-from ray import serve
 from ray.cluster_utils import Cluster
 
-from actors.deploy import deploy_config
 from actors.names import directory_name
 from actors.partitions import DirectoryPartitions, partition_of
 from relay.cli.serve import load_serve_config
 from relay.store import open_store
-from tests.fakes.openai_upstream import free_port
+from tests.integration.multinode import on_three_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 2
@@ -194,7 +190,7 @@ async def kill_mid_traffic(
     }
 
 
-async def scenario(url: str, store_url: str) -> dict[str, Any]:
+async def scenario(_: Cluster, url: str, store_url: str) -> dict[str, Any]:
     directory = DirectoryPartitions.of_app("relay", PARTITIONS)
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         owners, spread_figures = await spread(http, directory)
@@ -209,14 +205,6 @@ async def scenario(url: str, store_url: str) -> dict[str, Any]:
         "kill_partition": kill_figures,
         "merged_max_actors": merged["max_actors"],
     }
-
-
-async def shut_down_after(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """Serve's throughput mode runs a handle's router on the loop that made it: shut down before it closes."""
-    try:
-        return await work
-    finally:
-        await serve.shutdown_async()
 
 
 def whole(figures: dict[str, Any]) -> bool:
@@ -235,23 +223,7 @@ def whole(figures: dict[str, Any]) -> bool:
 
 
 def main() -> int:
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False, "redis_port": free_port()},
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=0, resources={"sessions": 100})
-    ray.init(address=cluster.address, namespace="serve", log_to_driver=False)
-    try:
-        with tempfile.TemporaryDirectory() as data:
-            port = free_port()
-            serve_config = config(Path(data), port)
-            deploy_config(serve_config)
-            store_url = serve_config["applications"][0]["args"]["store_url"]
-            figures = asyncio.run(shut_down_after(scenario(f"http://127.0.0.1:{port}", store_url)))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    figures = on_three_nodes(config, scenario)
     print(json.dumps(figures))
     return 0 if whole(figures) else 1
 

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,12 @@ async def shut_down_after(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str
         await serve.shutdown_async()
 
 
-def main() -> int:
+Scenario = Callable[[Cluster, str, str], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def on_three_nodes(make_config: Callable[[Path, int], dict[str, Any]], scenario: Scenario) -> dict[str, Any]:
+    """A head (2 CPUs) and two CPU-less nodes for session actors; ``make_config``'s app deployed; ``scenario``'s
+    figures, given the cluster, the app's URL and its store URL."""
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False, "redis_port": free_port()},
@@ -135,16 +140,17 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as data:
             port = free_port()
-            serve_config = config(Path(data), port)
+            serve_config = make_config(Path(data), port)
             deploy_config(serve_config)
-            figures = asyncio.run(
-                shut_down_after(
-                    scenario(cluster, f"http://127.0.0.1:{port}", serve_config["applications"][0]["args"]["store_url"])
-                )
-            )
+            store_url = serve_config["applications"][0]["args"]["store_url"]
+            return asyncio.run(shut_down_after(scenario(cluster, f"http://127.0.0.1:{port}", store_url)))
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def main() -> int:
+    figures = on_three_nodes(config, scenario)
     print(json.dumps(figures))
     failures = ("lost_turns", "histories_not_exact", "wrong_replies", "double_activations", "not_live_after_third_turn")
     whole = all(figures[name] == 0 for name in failures)

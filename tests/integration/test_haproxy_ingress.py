@@ -25,12 +25,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import websockets
 
 from relay.http.auth import new_key
 from relay.store import open_store
 from tests.fakes.openai_upstream import free_port
 from tests.integration.listeners import listeners, serving_relay
+from tests.integration.sockets import cancel_one_of_two
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -128,28 +128,8 @@ async def test_auth_readiness_exact_sse_and_the_request_id(served: Served, http:
 
 async def test_a_websocket_streams_and_cancels(served: Served) -> None:
     url = served.url.replace("http://", "ws://") + f"/api/streaming/ws/ada?api_key={served.key}"
-    async with websockets.connect(url) as ws:
-
-        async def send(message_type: str, request_id: str, **data: Any) -> None:
-            await ws.send(orjson.dumps({"message_type": message_type, "request_id": request_id, "data": data}).decode())
-
-        slow = user("x " * 300, options={"provider_options": {"tokens_per_s": 20}})
-        await send("chat_request", "slow", **slow)
-        await send("chat_request", "fast", **user("over the socket"))
-        finished: dict[str, str] = {}
-        text = {"slow": "", "fast": ""}
-        async for raw in ws:
-            message = orjson.loads(raw)
-            data = message["data"]
-            if data.get("event_type") == "text-delta":
-                text[message["request_id"]] += data["event_data"]["content"]
-                if message["request_id"] == "slow" and len(text["slow"].split()) == 3:
-                    await send("cancel", "slow")
-            if data.get("event_type") == "finish":
-                finished[message["request_id"]] = data["event_data"]["reason"]
-                if len(finished) == 2:
-                    break
-    assert finished == {"slow": "cancelled", "fast": "stop"} and text["fast"] == "over the socket"
+    finished, fast = await cancel_one_of_two(url, "over the socket")
+    assert finished == {"slow": "cancelled", "fast": "stop"} and fast == "over the socket"
 
 
 async def test_a_dropped_client_cancels_its_flowing_run(http: httpx.AsyncClient) -> None:

@@ -20,6 +20,7 @@ from relay.store import open_store
 from tests.cases import WEATHER_TOOL
 from tests.fakes.openai_upstream import ServerThread
 from tests.integration.conftest import Relay
+from tests.integration.sockets import cancel_one_of_two
 from tests.waiting import await_until
 
 pytestmark = pytest.mark.integration
@@ -51,32 +52,8 @@ def text(events: list[dict[str, Any]]) -> str:
 
 async def test_websocket_streams_and_cancels_through_serve(relay: Relay) -> None:
     url = relay.url.replace("http://", "ws://") + "/api/streaming/ws/wsuser"
-    async with websockets.connect(url) as ws:
-
-        async def send(message_type: str, request_id: str, **data: Any) -> None:
-            await ws.send(orjson.dumps({"message_type": message_type, "request_id": request_id, "data": data}).decode())
-
-        await send(
-            "chat_request",
-            "slow",
-            messages=[{"role": "user", "content": "x " * 300}],
-            options={"provider_options": {"tokens_per_s": 20}},
-        )
-        await send("chat_request", "fast", messages=[{"role": "user", "content": "through serve"}])
-        finished: dict[str, str] = {}
-        text: dict[str, str] = {"slow": "", "fast": ""}
-        async for raw in ws:
-            message = orjson.loads(raw)
-            data = message["data"]
-            if data.get("event_type") == "text-delta":
-                text[message["request_id"]] += data["event_data"]["content"]
-                if message["request_id"] == "slow" and len(text["slow"].split()) == 3:
-                    await send("cancel", "slow")
-            if data.get("event_type") == "finish":
-                finished[message["request_id"]] = data["event_data"]["reason"]
-                if len(finished) == 2:
-                    break
-    assert finished == {"slow": "cancelled", "fast": "stop"} and text["fast"] == "through serve"
+    finished, fast = await cancel_one_of_two(url, "through serve")
+    assert finished == {"slow": "cancelled", "fast": "stop"} and fast == "through serve"
     async with httpx.AsyncClient(base_url=relay.url) as http:
         stats = (await http.get("/api/stats")).json()
     assert stats["websocket"]["opened"] >= 1 and stats["websocket"]["messages_received"] >= 3
