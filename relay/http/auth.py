@@ -20,9 +20,11 @@ removes it from the query string before the app sees it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import time
@@ -99,17 +101,22 @@ class Authenticator:
         self.settings = settings
         self.admin_key_env = admin_key_env
         self._on = settings.mode == "required"
-        self._checked = 0.0
+        self._checked = -math.inf
+        # One store read at a time: requests that arrive while it runs wait for its answer. Answering them from
+        # the stale "off" instead let a fresh replica serve its first burst without a key (found by
+        # tests/integration/test_haproxy_ingress.py, whose ingress replicas start under load).
+        self._checking = asyncio.Lock()
         self._cache: dict[str, tuple[float, Identity | None]] = {}
 
     async def enabled(self) -> bool:
         """On for good once a key exists: revoking every key must not open the server again."""
         if self._on:
             return True
-        now = time.monotonic()
-        if now - self._checked >= self.settings.cache_ttl_s:
-            self._checked = now
-            self._on = await self.store.offload(self.store.has_api_keys)
+        if time.monotonic() - self._checked >= self.settings.cache_ttl_s:
+            async with self._checking:
+                if not self._on and time.monotonic() - self._checked >= self.settings.cache_ttl_s:
+                    self._on = await self.store.offload(self.store.has_api_keys)
+                    self._checked = time.monotonic()
         return self._on
 
     async def authenticate(self, key: str) -> Identity | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,19 @@ async def test_missing_wrong_and_revoked_keys_are_401(
         assert revoked.status_code == 401
         for public in ("/healthz", "/openapi.json", "/"):
             assert (await http.get(public)).status_code == 200, public
+
+
+async def test_a_fresh_server_refuses_its_first_burst_without_a_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Auth turns on once a key exists, which a fresh process learns from the store; requests that come while it
+    asks must wait for the answer, not pass as if auth were off (the default cache_ttl_s, not the fixture's 0)."""
+    config = settings(tmp_path, auth={"cache_ttl_s": 5})
+    create_key(config.store_url, "alice", capsys=capsys)
+    with ServerThread(build_app(LocalBackend(config))) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            burst = await asyncio.gather(*(http.post("/api/streaming/chat", json=CHAT) for _ in range(16)))
+    assert [response.status_code for response in burst] == [401] * 16
 
 
 async def test_the_key_names_the_user_and_another_users_session_is_404(keyed: tuple[str, dict[str, str]]) -> None:
