@@ -5,13 +5,16 @@ mode is chosen when Ray starts, so it cannot share the session's cluster. What t
 Relay relies on must hold through HAProxy too: exact streamed text, the WebSocket, the request id round
 trip, a dropped client cancelling its run, auth, readiness, and the bind (relay.cli.serve.check_ingress).
 
-Not tested, because it does not hold: a client leaving a *silent* stream (no bytes flowing, e.g. a model
-thinking, a tool running) is missed about one time in three: HAProxy notices the close reliably only when it
-next writes to the client (benchmarks/README.md, "Lever 1"). That is why the Python proxy stays the default.
+A client leaving a *silent* stream (no bytes flowing: a model thinking, a tool running) is noticed only when
+HAProxy next writes to it (benchmarks/README.md, "Lever 1"): an SSE stream's keep-alive line is that write, so
+this Relay sends one after 1 s of silence. Not tested, because it does not hold: a silent NDJSON stream, which
+has no line to send, is still missed now and then; with the loopback bind, it is why the Python proxy stays
+the default.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -25,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 
 from relay.http.auth import new_key
 from relay.store import open_store
@@ -56,10 +60,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     key, digest, prefix = new_key()
     store.create_api_key("ada", digest, prefix, is_admin=True)
     store.close()
+    config = yaml.safe_load((ROOT / "config" / "serve.yaml").read_text())
+    config["applications"][0]["args"]["stream_keepalive_s"] = 1  # a silent SSE stream writes after 1 s
+    (data_dir / "serve.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
     env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}  # a cluster of its own
     argv = [sys.executable, "-m", "relay.cli", "serve", "--ingress", "haproxy"]
-    argv += ["--port", str(port), "--data-dir", str(data_dir)]
+    argv += ["--config", str(data_dir / "serve.yaml"), "--port", str(port), "--data-dir", str(data_dir)]
     server = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0
     )
@@ -148,3 +155,28 @@ async def test_a_dropped_client_cancels_its_flowing_run(http: httpx.AsyncClient)
     cancelled, completed = (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]
     assert cancelled["status"] == "cancelled" and cancelled["output"].startswith("w ")
     assert len(cancelled["output"].split()) < 200 and completed["status"] == "completed"
+
+
+async def test_dropped_clients_cancel_their_silent_sse_runs(http: httpx.AsyncClient) -> None:
+    """No tokens flowing (echo hangs after two): the keep-alive line is the write that tells HAProxy the client left.
+
+    Eight drops at once: without keep-alive lines about one in four or five is missed (benchmarks/README.md).
+    """
+
+    async def drop() -> list[dict[str, Any]]:
+        body = user("a b c d e f", provider_options={"fault": "hang", "fault_after": 2})
+        async with http.stream("POST", "/api/streaming/chat", json=body) as response:
+            sid = response.headers["x-session-id"]
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and orjson.loads(line[6:])["type"] == "text-delta":
+                    break
+        # The next turn waits for the session's turn lock: it completes only once the dropped run is stored.
+        follow = await http.post(
+            "/api/streaming/chat", headers={"X-Session-Id": sid}, json=user("after", stream_format="json")
+        )
+        assert follow.status_code == 200 and follow.json()["content"] == "after", follow.text
+        return (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]  # type: ignore[no-any-return]
+
+    for cancelled, completed in await asyncio.gather(*(drop() for _ in range(8))):
+        assert cancelled["status"] == "cancelled" and cancelled["output"].startswith("a ")
+        assert completed["status"] == "completed"
