@@ -44,7 +44,6 @@ class KeepAliveResponse(StreamingResponse):
         last_write = loop.time()
         stream = asyncio.current_task()
         assert stream is not None
-        gone: list[BaseException] = []
 
         async def beat() -> None:
             nonlocal last_write
@@ -56,8 +55,7 @@ class KeepAliveResponse(StreamingResponse):
                         last_write = loop.time()
 
         def heard(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                gone.append(task.exception())  # type: ignore[arg-type]
+            if not task.cancelled():  # a beat ends only by a failed write (or by being cancelled below)
                 stream.cancel()  # the stream waits on its run: stop it there
 
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -69,10 +67,10 @@ class KeepAliveResponse(StreamingResponse):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     last_write = loop.time()
         except asyncio.CancelledError:
-            if not gone:
+            if not beats.done() or beats.cancelled():
                 raise
             stream.uncancel()
-            raise OSError("the client went away during a keep-alive") from gone[0]
+            raise OSError("the client went away during a keep-alive") from beats.exception()
         finally:
             beats.remove_done_callback(heard)
             beats.cancel()

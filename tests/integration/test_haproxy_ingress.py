@@ -139,6 +139,16 @@ async def test_a_websocket_streams_and_cancels(served: Served) -> None:
     assert finished == {"slow": "cancelled", "fast": "stop"} and fast == "over the socket"
 
 
+async def runs_after_a_drop(http: httpx.AsyncClient, sid: str) -> list[dict[str, Any]]:
+    """The session's runs once a next turn has gone through: it waits for the session's turn lock, so it completes
+    only once the dropped run is stored."""
+    follow = await http.post(
+        "/api/streaming/chat", headers={"X-Session-Id": sid}, json=user("after", stream_format="json")
+    )
+    assert follow.status_code == 200 and follow.json()["content"] == "after", follow.text
+    return (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]  # type: ignore[no-any-return]
+
+
 async def test_a_dropped_client_cancels_its_flowing_run(http: httpx.AsyncClient) -> None:
     """Tokens still flowing: HAProxy's next write to the gone client fails, and it closes the replica's side."""
     body = user(" ".join(["w"] * 200), provider_options={"tokens_per_s": 4}, stream_format="ndjson")
@@ -147,12 +157,7 @@ async def test_a_dropped_client_cancels_its_flowing_run(http: httpx.AsyncClient)
         lines = response.aiter_lines()
         assert orjson.loads(await anext(lines))["status"] == "started"
         assert orjson.loads(await anext(lines))["type"] == "text-delta"
-    # The next turn waits for the session's turn lock: it completes only once the dropped run is stored.
-    follow = await http.post(
-        "/api/streaming/chat", headers={"X-Session-Id": sid}, json=user("after", stream_format="json")
-    )
-    assert follow.json()["content"] == "after"
-    cancelled, completed = (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]
+    cancelled, completed = await runs_after_a_drop(http, sid)
     assert cancelled["status"] == "cancelled" and cancelled["output"].startswith("w ")
     assert len(cancelled["output"].split()) < 200 and completed["status"] == "completed"
 
@@ -170,12 +175,7 @@ async def test_dropped_clients_cancel_their_silent_sse_runs(http: httpx.AsyncCli
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and orjson.loads(line[6:])["type"] == "text-delta":
                     break
-        # The next turn waits for the session's turn lock: it completes only once the dropped run is stored.
-        follow = await http.post(
-            "/api/streaming/chat", headers={"X-Session-Id": sid}, json=user("after", stream_format="json")
-        )
-        assert follow.status_code == 200 and follow.json()["content"] == "after", follow.text
-        return (await http.get(f"/api/sessions/{sid}/runs")).json()["runs"]  # type: ignore[no-any-return]
+        return await runs_after_a_drop(http, sid)
 
     for cancelled, completed in await asyncio.gather(*(drop() for _ in range(8))):
         assert cancelled["status"] == "cancelled" and cancelled["output"].startswith("a ")

@@ -14,6 +14,7 @@ from ray import serve
 
 from tests.fakes.openai_upstream import free_port
 from tests.integration.conftest import Relay
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +45,6 @@ def apps() -> set[str]:
 
 def shared_replicas() -> list[str]:
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "pool-shared" in a["name"]]
-
-
-async def replaced(killed: set[str]) -> None:
-    """Wait until Serve has buried the killed replicas and started their successor (a kill is asynchronous)."""
-    deadline = time.monotonic() + 60
-    while (names := set(shared_replicas())) & killed or not names:
-        assert time.monotonic() < deadline, f"Serve did not replace the shared pool's replica: {names}"
-        await asyncio.sleep(0.1)
 
 
 async def test_one_shared_pool_serves_many_providers_each_with_its_own_text(
@@ -114,7 +107,13 @@ async def test_update_and_delete_take_effect_on_the_next_request_and_after_a_rep
     killed = set(shared_replicas())
     for name in killed:
         ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
-    await replaced(killed)
+    await await_until(  # a kill is asynchronous: Serve buries the killed replica, then starts its successor
+        lambda: set(shared_replicas()),
+        timeout_s=60,
+        interval_s=0.1,
+        what="Serve to replace the shared pool's replica",
+        done=lambda names: bool(names) and not names & killed,
+    )
     assert text_of(await reply(http, "upd", "third")) == "third "
     assert (await http.delete("/api/streaming/providers/upd")).status_code == 200
     assert (await reply(http, "upd", "fourth")).status_code == 404
